@@ -1,0 +1,1 @@
+"""Team side of Idle Accelerator: the Celery app, its settings, queues and task modules."""

@@ -1,0 +1,77 @@
+"""The Celery app: ``create_app(settings)`` and the module-level ``app``.
+
+``celery -A compute.app worker|flower|inspect`` finds ``app`` here. It is built
+on first access (PEP 562), so importing this module reads no environment;
+``create_app`` builds an app from explicit settings for the CLI and tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from compute import queues as q
+from compute.settings import Settings
+
+#: Task modules every worker imports.
+BUILTIN_TASK_MODULES = ("compute.diag",)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration the design rests on (see README, "Settings")."""
+    transport = {
+        # Redis only: how long a task may stay unacknowledged before kombu hands
+        # it to another worker, and how often kombu sweeps for such tasks.
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": settings.unacked_restore_interval,
+        "unacked_restore_throttle": settings.unacked_restore_throttle,
+    }
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.backend_url,
+        "broker_transport_options": transport if settings.broker_is_redis else {},
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,  # volunteers reconnect for ever
+        # JSON only: a pickled message is refused, never loaded.
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        # A task is acknowledged only once it ended, and a worker holds no
+        # more tasks than it runs: what it had goes back to the queue if it dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # On Redis an ack still works after a reconnect: keep running tasks.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # Flower and the CLI see tasks and their progress.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "result_extended": True,
+        "result_expires": settings.result_expires,
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in q.DECLARED],
+        "task_default_queue": q.DEFAULT,
+        "task_routes": q.ROUTES,
+        "task_create_missing_queues": True,
+    }
+
+
+def create_app(settings: Settings, *, main: str = "idle-accelerator") -> Celery:
+    """A Celery app configured from ``settings``, with the built-in tasks."""
+    app = Celery(main, include=[*BUILTIN_TASK_MODULES, *settings.include])
+    app.conf.update(celery_config(settings))
+    app.idle_accel_settings = settings
+    return app
+
+
+def __getattr__(name: str) -> Celery:
+    if name == "app":
+        global app
+        app = create_app(Settings.load())
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,17 @@
+"""One exception tree for everything a user of Idle Accelerator can see go wrong."""
+
+
+class IdleAccelError(Exception):
+    """Root of every error raised on purpose by Idle Accelerator."""
+
+
+class ConfigError(IdleAccelError):
+    """A setting (environment variable or CLI flag) has a value that cannot work."""
+
+
+class InvalidArgument(IdleAccelError, ValueError):
+    """A task was called with an argument outside what it accepts.
+
+    The message names the task, the argument, the allowed range and what was
+    given. It takes a single message so Celery can rebuild it from a JSON result.
+    """

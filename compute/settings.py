@@ -1,0 +1,217 @@
+"""Typed settings for Idle Accelerator, read from the environment when built.
+
+Broker and result backend use Celery's own variable names
+(``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``); every other setting is an
+``IDLE_ACCEL_*`` variable and, where it concerns the worker, also a CLI flag.
+Nothing here is read at import time: build a :class:`Settings` when needed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from kombu.utils.url import maybe_sanitize_url
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from compute import queues as q
+from compute.errors import ConfigError
+
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
+BACKEND_SCHEMES = ("redis", "rediss")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+CsvTuple = Annotated[tuple[str, ...], NoDecode]
+
+
+def redact(url: str | None) -> str | None:
+    """``url`` with any password replaced, safe for logs and error messages."""
+    return maybe_sanitize_url(url) if url else url
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of a client, a worker or the CLI, in one typed object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IDLE_ACCEL_",
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("CELERY_BROKER_URL", "broker_url"),
+        description="Broker URL: redis://, rediss:// (TLS), amqp:// or amqps://.",
+    )
+    result_backend: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CELERY_RESULT_BACKEND", "result_backend"),
+        description="Result backend URL (redis:// or rediss://); defaults to a Redis broker.",
+    )
+    result_expires: int = Field(
+        86_400, ge=60, description="Seconds a task result is kept in Redis."
+    )
+    visibility_timeout: int = Field(
+        3_600,
+        ge=10,
+        description="Redis: seconds before an unacknowledged task is handed to another worker.",
+    )
+    unacked_restore_interval: float = Field(
+        10.0, gt=0, description="Redis: seconds between sweeps for tasks past their timeout."
+    )
+    unacked_restore_throttle: int = Field(
+        1, ge=1, description="Redis: sweep for real only every Nth interval (kombu's default: 10)."
+    )
+    name: str = Field(
+        "idle-accel@%h",
+        min_length=1,
+        description="Celery node name of the worker ('%h' is the host name).",
+    )
+    queues: CsvTuple = Field(
+        (q.DEFAULT,), description="Queues the worker consumes, comma-separated."
+    )
+    concurrency: int | None = Field(
+        None, ge=1, le=1024, description="Worker pool processes (default: one per CPU)."
+    )
+    include: CsvTuple = Field((), description="Extra task modules the worker imports.")
+    log_level: str = Field("INFO", description="Worker log level.")
+
+    @field_validator("queues", "include", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one queue is needed")
+        return tuple(q.check_name(name) for name in value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("unacked_restore_interval")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str) -> str:
+        _check_scheme(value, BROKER_SCHEMES)
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _backend_scheme(cls, value: str | None) -> str | None:
+        if value:
+            _check_scheme(value, BACKEND_SCHEMES)
+        return value or None
+
+    @model_validator(mode="after")
+    def _backend_needed(self) -> Settings:
+        if self.result_backend is None and not self.broker_is_redis:
+            raise ValueError(
+                "CELERY_RESULT_BACKEND must be set to a redis:// or rediss:// URL "
+                "when the broker is not Redis (results and checkpoints live in Redis)"
+            )
+        return self
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return urlsplit(self.broker_url).scheme in BACKEND_SCHEMES
+
+    @property
+    def backend_url(self) -> str:
+        """The result backend in effect: the explicit one, else the Redis broker."""
+        return self.result_backend or self.broker_url
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment, apply ``overrides`` (None means "not given").
+
+        Raises :class:`ConfigError` whose message names each bad variable and
+        what it allows, with passwords removed.
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+    def security_warnings(self) -> list[str]:
+        """Plain-language warnings about a broker or backend open to others."""
+        warnings = []
+        for var, url in (("CELERY_BROKER_URL", self.broker_url),
+                         ("CELERY_RESULT_BACKEND", self.backend_url)):
+            parts = urlsplit(url)
+            local = (parts.hostname or "localhost") in ("localhost", "127.0.0.1", "::1")
+            if not parts.password and not local:
+                warnings.append(f"{var} has no password: anyone who reaches "
+                                f"{parts.hostname} can read and inject tasks")
+            if parts.scheme in ("redis", "amqp") and not local:
+                warnings.append(f"{var} is not encrypted ({parts.scheme}://): "
+                                f"use {parts.scheme}s:// across a network")
+        return list(dict.fromkeys(warnings))
+
+    def describe(self) -> list[tuple[str, str, str, str]]:
+        """(setting, environment variable, value, meaning) rows, secrets removed."""
+        rows = []
+        for key, field in type(self).model_fields.items():
+            value = getattr(self, key)
+            if key in ("broker_url", "result_backend"):
+                value = redact(value)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            rows.append((key, env_name(key), "" if value is None else str(value),
+                         field.description or ""))
+        return rows
+
+
+def env_name(key: str) -> str:
+    """The environment variable that sets field ``key``."""
+    field = Settings.model_fields[key]
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"IDLE_ACCEL_{key.upper()}"
+
+
+def _check_scheme(url: str, allowed: tuple[str, ...]) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in allowed:
+        wanted = ", ".join(f"{s}://" for s in allowed)
+        raise ValueError(f"must start with one of {wanted}; got {redact(url)!r}")
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = str(error["loc"][0]) if error["loc"] else ""
+        if loc in Settings.model_fields:
+            where = env_name(loc)
+        elif loc.isupper():  # read from the environment under an alias
+            where = loc
+        else:
+            where = f"unknown setting {loc!r}" if loc else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,1 @@
+"""Volunteer side of Idle Accelerator: the worker, its owner-idle gate and the CLI."""

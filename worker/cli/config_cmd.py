@@ -1,0 +1,20 @@
+"""``idle-accel config``: show the settings in effect, passwords removed."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from compute.settings import Settings
+
+
+def config() -> None:
+    """Show every setting, its environment variable and the value in effect."""
+    settings = Settings.load()
+    table = Table("setting", "environment variable", "value", "meaning")
+    for row in settings.describe():
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for warning in settings.security_warnings():
+        console.print(f"[yellow]warning:[/] {warning}")

@@ -1,0 +1,30 @@
+"""The root ``idle-accel`` command; each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from compute.errors import IdleAccelError
+from worker.cli import config_cmd, demo_cmd, worker_cmd
+
+cli = typer.Typer(
+    name="idle-accel",
+    help="Idle Accelerator: share idle PCs as one Celery compute pool.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cli.command("worker")(worker_cmd.worker)
+cli.command("config")(config_cmd.config)
+cli.command("demo")(demo_cmd.demo)
+
+
+def main() -> None:
+    """Console entry point: errors of ours print one clear line, not a traceback."""
+    try:
+        cli()
+    except IdleAccelError as exc:
+        typer.secho(f"idle-accel: {exc}", fg="red", err=True)
+        sys.exit(2)
