@@ -127,3 +127,17 @@ def _wait_for_state(result, state: str, timeout: float = TIMEOUT) -> None:
     while result.state != state:
         assert time.monotonic() < deadline, f"task never reached {state}: {result.state}"
         time.sleep(0.02)
+
+
+def test_a_worker_takes_only_its_configured_queues(app, workers, broker):
+    worker = workers("urgent", "--queues", "emergency", "--concurrency", "1")
+
+    normal = app.signature("compute.diag.noop").delay()
+    urgent = app.signature("compute.diag.noop").apply_async(queue="emergency")
+
+    assert urgent.get(timeout=TIMEOUT) == {"hostname": worker.node}
+    active = app.control.inspect(destination=[worker.node], timeout=2).active_queues()
+    assert [queue["name"] for queue in active[worker.node]] == ["emergency"]
+    assert normal.state == "PENDING"
+    with broker.client() as client:
+        assert client.llen("cpu") == 1
