@@ -25,6 +25,13 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 CsvTuple = Annotated[tuple[str, ...], NoDecode]
 
+#: Programs that mean "the owner is busy" while they run: games, video calls,
+#: streaming and render tools. Matched by process name, case-insensitively.
+DEFAULT_EXCLUSIVE = (
+    "steam", "gamescope", "lutris", "zoom", "zoom.us", "teams", "ms-teams", "webex",
+    "obs", "obs64", "blender", "davinciresolve", "resolve", "premiere pro", "afterfx",
+)
+
 
 def redact(url: str | None) -> str | None:
     """``url`` with any password replaced, safe for logs and error messages."""
@@ -86,7 +93,52 @@ class Settings(BaseSettings):
     include: CsvTuple = Field((), description="Extra task modules the worker imports.")
     log_level: str = Field("INFO", description="Worker log level.")
 
-    @field_validator("queues", "include", mode="before")
+    # Owner-idle detection (worker.idle) and policy (worker.policy).
+    idle_after: float = Field(
+        180.0, ge=0, description="Seconds the owner must be away, without a break, before work."
+    )
+    preempt_after: float = Field(
+        600.0, ge=0, description="Seconds busy after which suspended tasks are requeued."
+    )
+    locked_idle_after: float = Field(
+        10.0, ge=0, description="Seconds away needed while the screen is locked."
+    )
+    cpu_busy_percent: float = Field(
+        25.0, ge=0, le=100, description="Others' CPU use (% of the machine) that means busy."
+    )
+    cpu_window: float = Field(
+        20.0, gt=0, description="Seconds over which others' CPU use is averaged."
+    )
+    gpu_busy_percent: float = Field(
+        20.0, ge=0, le=100, description="Others' GPU use (% of the busiest GPU) that means busy."
+    )
+    memory_busy_percent: float = Field(
+        90.0, ge=0, le=100, description="Others' memory use (% of RAM) that means busy."
+    )
+    run_on_battery: bool = Field(False, description="Work while the machine runs on battery.")
+    battery_floor: float = Field(
+        20.0, ge=0, le=100, description="Battery charge (%) below which it is always busy."
+    )
+    exclusive_programs: CsvTuple = Field(
+        DEFAULT_EXCLUSIVE, description="Programs whose presence means busy, comma-separated."
+    )
+    require_input: bool = Field(
+        True, description="Count the owner as present when input idle time is unknown."
+    )
+    own_uids: CsvTuple = Field(
+        ("10001",), description="User IDs whose processes are the worker's (its container's)."
+    )
+    poll_interval: float = Field(
+        0.1, gt=0, le=10, description="Seconds between input checks and owner-state decisions."
+    )
+    sample_interval: float = Field(
+        1.0, gt=0, le=60, description="Seconds between CPU, GPU, memory and lock readings."
+    )
+    sensor_max_age: float = Field(
+        10.0, ge=0, description="A sensor file older than this counts as busy (0: never)."
+    )
+
+    @field_validator("queues", "include", "exclusive_programs", "own_uids", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -98,6 +150,14 @@ class Settings(BaseSettings):
             raise ValueError("at least one queue is needed")
         return tuple(q.check_name(name) for name in value)
 
+    @field_validator("own_uids")
+    @classmethod
+    def _uids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for uid in value:
+            if not uid.isdigit():
+                raise ValueError(f"user IDs are numbers; got {uid!r}")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -106,7 +166,8 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
-    @field_validator("unacked_restore_interval")
+    @field_validator("unacked_restore_interval", "idle_after", "preempt_after",
+                     "locked_idle_after", "cpu_window", "sensor_max_age")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
