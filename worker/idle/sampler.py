@@ -29,7 +29,8 @@ class Signal:
     taken_at: float = field(default=-float("inf"))
 
     def refresh(self, now: float) -> Measure[Any]:
-        if self.last is None or now - self.taken_at >= self.period:
+        # 1 % slack: a loop ticking at exactly ``period`` must not skip every other tick.
+        if self.last is None or now - self.taken_at >= 0.99 * self.period:
             self.last, self.taken_at = self.measure(now), now
         return self.last
 
