@@ -123,8 +123,10 @@ class _XScreenSaverInfo(ctypes.Structure):
                 ("eventMask", ctypes.c_ulong)]
 
 
-_X_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 _X_IO_EXIT_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+# Process-wide Xlib handlers, kept alive for ever: the defaults end the process.
+_X_ON_ERROR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(lambda _d, _e: 0)
+_X_ON_IO_ERROR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(lambda _d: 0)
 
 
 class X11:
@@ -141,8 +143,7 @@ class X11:
         self._display: int | None = None
         self._info: Any = None
         self._broken = False
-        # Kept referenced: ctypes callbacks must outlive their registration.
-        self._on_error = _X_ERROR_HANDLER(lambda _d, _e: 0)
+        # Kept referenced: a ctypes callback must outlive its registration.
         self._on_io_exit = _X_IO_EXIT_HANDLER(self._io_exit)
 
     def _io_exit(self, _display: Any, _data: Any) -> None:
@@ -160,7 +161,9 @@ class X11:
             xlib.XDefaultRootWindow.restype = ctypes.c_ulong
             xlib.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
             xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-            xlib.XSetErrorHandler(self._on_error)
+            xlib.XSetErrorHandler(_X_ON_ERROR)
+            if hasattr(xlib, "XSetIOErrorExitHandler"):  # libX11 >= 1.7: survivable
+                xlib.XSetIOErrorHandler(_X_ON_IO_ERROR)
             xss.XScreenSaverAllocInfo.restype = ctypes.POINTER(_XScreenSaverInfo)
             xss.XScreenSaverQueryInfo.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
                                                   ctypes.POINTER(_XScreenSaverInfo)]
