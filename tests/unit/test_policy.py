@@ -227,7 +227,7 @@ def test_idle_again_once_the_owner_stayed_away_idle_after(events):
 @given(st.lists(st.floats(0.05, LIMITS.idle_after * 0.99), min_size=2, max_size=200),
        st.booleans())
 def test_no_oscillation_when_readings_alternate_faster_than_the_thresholds(gaps, by_input):
-    """Owner activity every < idle_after seconds: after the first, the state never returns to idle."""
+    """Activity every < idle_after seconds: after the first, the state never returns to idle."""
     events = []
     for index, gap in enumerate(gaps):
         active = index % 2 == 0

@@ -34,6 +34,7 @@ def test_only_linux_lists_children_without_a_full_process_scan():
 
 
 def test_backend_is_picked_for_this_os():
-    expected = next(module for prefix, module in BACKENDS.items() if sys.platform.startswith(prefix))
+    expected = next(module for prefix, module in BACKENDS.items()
+                    if sys.platform.startswith(prefix))
 
     assert backend.current is expected

@@ -25,7 +25,8 @@ def test_first_word_or_json_state(text, state):
 @pytest.mark.parametrize(("text", "problem"), [
     ("", "empty"), ("away", "unknown state 'away'"), ("{not json", "invalid JSON"),
     ('["idle"]', "unknown state"), ('{"state": "idle"} trailing', "invalid JSON"),
-    ("[1, 2]", "unknown state"), ("  \n ", "empty"), ('{"state": "sleeping"}', "unknown state 'sleeping'"),
+    ("[1, 2]", "unknown state"), ("  \n ", "empty"),
+    ('{"state": "sleeping"}', "unknown state 'sleeping'"),
     ('{"idle_seconds": 5}', "unknown state 'None'"),
 ])
 def test_unknown_content_counts_as_busy_with_a_problem(text, problem):
