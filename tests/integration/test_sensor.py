@@ -22,6 +22,8 @@ from worker.idle import hostfile
 from worker.idle._linux import X11, device_idle
 from worker.local.worker_process import cli_command
 
+from .waiting import wait_for
+
 SIGNALS = {"input_idle", "screen_locked", "others_cpu", "others_gpu", "others_memory",
            "battery", "exclusive"}
 #: Neutralise the signals this shared machine cannot promise, to watch one at a time.
@@ -40,15 +42,6 @@ def once(env: dict[str, str] | None = None) -> dict:
     assert process.returncode == 0, err
     return json.loads(out)
 
-
-def wait_for(predicate, timeout: float = 10.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not true after {timeout} s")
 
 
 def test_once_json_is_one_snapshot_of_every_signal():

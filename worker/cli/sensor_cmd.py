@@ -60,7 +60,7 @@ def _once(monitor: Monitor, settings: Settings, as_json: bool) -> None:
 
 def _live(monitor: Monitor, settings: Settings, stop: threading.Event) -> None:
     with Live(_table(*monitor.tick()), refresh_per_second=4) as live:
-        monitor.run(settings.sample_interval, stop, lambda r, d: live.update(_table(r, d)))
+        monitor.run(stop, lambda r, d: live.update(_table(r, d)), fast=settings.sample_interval)
 
 
 def _feed_file(monitor: Monitor, settings: Settings, out: Path, stop: threading.Event) -> None:
@@ -76,7 +76,7 @@ def _feed_file(monitor: Monitor, settings: Settings, out: Path, stop: threading.
             why = "; ".join(reason.message for reason in decision.reasons) or "owner away"
             print(f"owner {decision.state.value}: {why}", file=sys.stderr, flush=True)
 
-    monitor.run(settings.poll_interval, stop, on_tick)
+    monitor.run(stop, on_tick, fast=settings.poll_interval, slow=settings.sample_interval)
     hostfile.write(out, {"state": "busy", "at": time.time(),
                          "reasons": [{"code": "sensor_stopped", "message": "sensor stopped"}]})
 

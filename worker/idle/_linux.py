@@ -231,25 +231,80 @@ def device_idle(now_wall: float, patterns: Iterable[str] = DEVICE_PATTERNS,
                 stat: Callable[[str], os.stat_result] = os.stat,
                 expand: Callable[[str], list[str]] = glob.glob) -> Measure[float]:
     """Seconds since the newest access of an input device or terminal."""
+    newest = newest_access([path for pattern in patterns for path in expand(pattern)], stat)
+    return _since(newest, now_wall)
+
+
+def newest_access(paths: Iterable[str],
+                  stat: Callable[[str], os.stat_result] = os.stat) -> float | None:
+    """The newest access time (epoch seconds) of the readable ``paths``, or None."""
     newest = None
-    for pattern in patterns:
-        for path in expand(pattern):
-            try:
-                atime = stat(path).st_atime
-            except OSError:
-                continue
-            newest = atime if newest is None else max(newest, atime)
+    for path in paths:
+        try:
+            atime = stat(path).st_atime
+        except OSError:
+            continue
+        newest = atime if newest is None else max(newest, atime)
+    return newest
+
+
+def _since(newest: float | None, now_wall: float) -> Measure[float]:
     if newest is None:
         return Measure.missing("no readable input devices or terminals", "devices")
     return Measure.of(seconds_since(newest, now_wall), "devices")
 
 
+class Devices:
+    """:func:`device_idle`, cheap enough for a 10 Hz loop.
+
+    The device list is re-read every ``relist`` seconds (listing ``/dev``
+    costs far more than a ``stat``; devices come and go rarely) and the
+    devices are stat'ed at most every ``restat`` seconds: the kernel stamps a
+    terminal's access time in 8-second steps, so asking more often learns
+    nothing. Between stats the idle time is counted from the newest access
+    seen, so it stays exact.
+    """
+
+    def __init__(self, patterns: Iterable[str] = DEVICE_PATTERNS, *, relist: float = 10.0,
+                 restat: float = 1.0, stat: Callable[[str], os.stat_result] = os.stat,
+                 expand: Callable[[str], list[str]] = glob.glob,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.patterns = tuple(patterns)
+        self.relist = relist
+        self.restat = restat
+        self._stat = stat
+        self._expand = expand
+        self._clock = clock
+        self._wall = wall
+        self._paths: list[str] = []
+        self._listed_at = -float("inf")
+        self._stated_at = -float("inf")
+        self._newest: float | None = None
+
+    def input_idle(self) -> Measure[float]:
+        now = self._clock()
+        if now - self._listed_at >= self.relist:
+            self._paths = [path for pattern in self.patterns for path in self._expand(pattern)]
+            self._listed_at = now
+            self._stated_at = -float("inf")  # new devices: look at them now
+        if now - self._stated_at >= self.restat:
+            self._newest = newest_access(self._paths, self._stat)
+            self._stated_at = now
+        return _since(self._newest, self._wall())
+
+
 def children(pid: int, root: str = "/proc") -> list[int]:
     """Direct children of ``pid`` from ``/proc/PID/task/*/children`` (no full scan)."""
     found: list[int] = []
-    for path in glob.glob(f"{root}/{pid}/task/*/children"):
+    tasks = f"{root}/{pid}/task"
+    try:
+        threads = os.listdir(tasks)
+    except OSError:
+        return found
+    for thread in threads:
         try:
-            with open(path) as handle:
+            with open(f"{tasks}/{thread}/children") as handle:
                 found.extend(int(word) for word in handle.read().split())
         except (OSError, ValueError):
             continue
@@ -261,11 +316,11 @@ def children(pid: int, root: str = "/proc") -> list[int]:
 _LOGIND = Logind()
 
 
-def input_probes() -> list[tuple[str, Probe]]:
-    return [("logind", _LOGIND.input_idle), ("x11", X11().input_idle),
-            ("mutter", Mutter().input_idle),
-            ("devices", lambda: device_idle(time.time()))]
+def input_probes() -> list[tuple[str, Probe, bool]]:
+    """(name, probe, may block): blocking probes run on a guarded thread."""
+    return [("logind", _LOGIND.input_idle, True), ("x11", X11().input_idle, True),
+            ("mutter", Mutter().input_idle, True), ("devices", Devices().input_idle, False)]
 
 
-def lock_probes() -> list[tuple[str, Probe]]:
-    return [("logind", _LOGIND.screen_locked)]
+def lock_probes() -> list[tuple[str, Probe, bool]]:
+    return [("logind", _LOGIND.screen_locked, True)]

@@ -62,9 +62,10 @@ def screen_locked(run: Run = _ioreg) -> Measure[bool]:
         return Measure.missing(f"ioreg failed: {exc}", "IOConsoleUsers")
 
 
-def input_probes() -> list[tuple[str, Probe]]:
-    return [("HIDIdleTime", input_idle)]
+def input_probes() -> list[tuple[str, Probe, bool]]:
+    """(name, probe, may block): ioreg runs with its own timeout."""
+    return [("HIDIdleTime", input_idle, False)]
 
 
-def lock_probes() -> list[tuple[str, Probe]]:
-    return [("IOConsoleUsers", screen_locked)]
+def lock_probes() -> list[tuple[str, Probe, bool]]:
+    return [("IOConsoleUsers", screen_locked, False)]

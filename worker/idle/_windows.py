@@ -64,9 +64,10 @@ def screen_locked(user32: Any = None) -> Measure[bool]:
         user32.CloseDesktop(desktop)
 
 
-def input_probes() -> list[tuple[str, Probe]]:
-    return [("GetLastInputInfo", input_idle)]
+def input_probes() -> list[tuple[str, Probe, bool]]:
+    """(name, probe, may block): both are quick local calls."""
+    return [("GetLastInputInfo", input_idle, False)]
 
 
-def lock_probes() -> list[tuple[str, Probe]]:
-    return [("input desktop", screen_locked)]
+def lock_probes() -> list[tuple[str, Probe, bool]]:
+    return [("input desktop", screen_locked, False)]

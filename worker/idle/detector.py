@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from compute.settings import Settings
 from worker.idle import backend
+from worker.idle._common import Probe
 from worker.idle.cpu import OthersCpu
 from worker.idle.exclusive import ExclusivePrograms
 from worker.idle.gpu import OthersGpu
@@ -17,6 +18,9 @@ from worker.idle.memory import OthersMemory
 from worker.idle.processes import OwnProcesses, ProcessCatalog
 from worker.idle.sampler import Sampler, Signal, battery_signal
 from worker.policy import Thresholds
+
+#: Seconds a probe that talks to another process (X11, D-Bus) may take.
+PROBE_TIMEOUT = 0.5
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -30,6 +34,11 @@ def thresholds(settings: Settings) -> Thresholds:
     )
 
 
+def _guarded(probes: list[tuple[str, Probe, bool]]) -> list[Guarded]:
+    return [Guarded(name, probe, timeout=PROBE_TIMEOUT if blocking else None)
+            for name, probe, blocking in probes]
+
+
 def local_sampler(settings: Settings,
                   roots: Callable[[], Iterable[int]] = lambda: [os.getpid()]) -> Sampler:
     """Every local signal, excluding the process trees under ``roots`` (the worker)."""
@@ -40,8 +49,8 @@ def local_sampler(settings: Settings,
     gpu = OthersGpu(own)
     memory = OthersMemory(own)
     exclusive = ExclusivePrograms(settings.exclusive_programs, catalog, own)
-    inputs = InputIdle([Guarded(name, probe) for name, probe in backend.current.input_probes()])
-    lock = ScreenLock([Guarded(name, probe) for name, probe in backend.current.lock_probes()])
+    inputs = InputIdle(_guarded(backend.current.input_probes()))
+    lock = ScreenLock(_guarded(backend.current.lock_probes()))
     gpu_probe = Guarded("nvml", gpu.measure, timeout=2.0, retry_unknown=60.0)
     poll, sample = settings.poll_interval, settings.sample_interval
     signals = [  # exclusive first: it refreshes the catalogue the others rely on

@@ -19,9 +19,14 @@ from worker.idle.reading import Measure
 
 
 class Guarded:
-    """``Guarded(name, probe, timeout)()`` returns ``probe()`` or an unknown Measure."""
+    """``Guarded(name, probe, timeout=...)()`` returns ``probe()`` or an unknown Measure.
 
-    def __init__(self, name: str, probe: Callable[[], Measure[Any]], *, timeout: float = 0.5,
+    ``timeout=None`` runs a quick local probe inline, with the same error and
+    retry handling.
+    """
+
+    def __init__(self, name: str, probe: Callable[[], Measure[Any]], *,
+                 timeout: float | None = 0.5,
                  retry_unknown: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
@@ -40,6 +45,10 @@ class Guarded:
         now = self._clock()
         if self._unknown and now - self._unknown[0] < self.retry_unknown:
             return self._unknown[1]
+        if self.timeout is None:  # a quick local probe: no thread needed
+            result = self._ask()
+            self._unknown = None if result.known else (now, result)
+            return result
         if self._busy_since is not None:
             if self._done.is_set():
                 self._busy_since = None  # the stuck call came back; its answer is stale
@@ -61,13 +70,15 @@ class Guarded:
         self._unknown = None if result.known else (now, result)
         return result
 
+    def _ask(self) -> Measure[Any]:
+        try:
+            return self.probe()
+        except Exception as exc:  # a failing probe is an unknown reading, not a crash
+            return Measure.missing(f"{self.name} probe failed: {exc}", self.name)
+
     def _serve(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
-            try:
-                result = self.probe()
-            except Exception as exc:  # a failing probe is an unknown reading, not a crash
-                result = Measure.missing(f"{self.name} probe failed: {exc}", self.name)
-            self._result = result
+            self._result = self._ask()
             self._done.set()

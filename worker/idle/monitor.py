@@ -27,11 +27,21 @@ class Monitor:
         reading = self.sampler.read()
         return reading, self.policy.update(reading)
 
-    def run(self, interval: float, stop: threading.Event,
-            on_tick: Callable[[Reading, Decision], None]) -> None:
+    def run(self, stop: threading.Event, on_tick: Callable[[Reading, Decision], None], *,
+            fast: float, slow: float | None = None) -> None:
+        """Tick until ``stop`` is set: every ``fast`` seconds while the owner is away.
+
+        While the owner is present (busy, preempting) nothing urgent can
+        happen (only a long absence changes the state), so the loop ticks
+        every ``slow`` seconds: the detector costs least exactly when the
+        owner is at the machine. ``slow`` defaults to ``fast``.
+        """
+        slow = fast if slow is None else slow
         while not stop.is_set():
             started = time.monotonic()
-            on_tick(*self.tick())
+            reading, decision = self.tick()
+            on_tick(reading, decision)
+            interval = fast if decision.state is OwnerState.IDLE else slow
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
 
 

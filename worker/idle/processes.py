@@ -62,7 +62,8 @@ class ProcessCatalog:
         return {pid for pid, info in self.known.items() if info.uid in wanted}
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (the OS backend's cheap way where it has one)."""
     if hasattr(backend.current, "children"):
         return backend.current.children(pid)
     try:
@@ -87,7 +88,7 @@ class OwnProcesses:
 
     def __init__(self, roots: Callable[[], Iterable[int]] = lambda: [os.getpid()],
                  uids: Iterable[int] = (), catalog: ProcessCatalog | None = None,
-                 children: Callable[[int], list[int]] = _children,
+                 children: Callable[[int], list[int]] = children,
                  cpu_seconds: Callable[[int], tuple[float, float] | None] = _cpu_seconds,
                  wall: Callable[[], float] = time.time) -> None:
         self._roots = roots

@@ -19,13 +19,21 @@ def test_every_backend_offers_input_idle_and_screen_lock(name):
 
 
 def test_input_probes_per_os():
-    names = {os: [probe for probe, _ in module.input_probes()] for os, module in BACKENDS.items()}
+    names = {os: [probe for probe, *_ in module.input_probes()] for os, module in BACKENDS.items()}
 
     assert names == {"linux": ["logind", "x11", "mutter", "devices"],
                      "win32": ["GetLastInputInfo"], "darwin": ["HIDIdleTime"]}
-    assert [p for p, _ in _linux.lock_probes()] == ["logind"]
-    assert [p for p, _ in _windows.lock_probes()] == ["input desktop"]
-    assert [p for p, _ in _macos.lock_probes()] == ["IOConsoleUsers"]
+    assert [p for p, *_ in _linux.lock_probes()] == ["logind"]
+    assert [p for p, *_ in _windows.lock_probes()] == ["input desktop"]
+    assert [p for p, *_ in _macos.lock_probes()] == ["IOConsoleUsers"]
+
+
+def test_probes_that_talk_to_other_processes_are_marked_as_blocking():
+    blocking = {os: [name for name, _, may_block in module.input_probes() + module.lock_probes()
+                     if may_block] for os, module in BACKENDS.items()}
+
+    assert blocking == {"linux": ["logind", "x11", "mutter", "logind"], "win32": [],
+                        "darwin": []}
 
 
 def test_only_linux_lists_children_without_a_full_process_scan():

@@ -109,6 +109,41 @@ def test_device_files_unreadable_or_absent_are_unknown():
     assert not measure.known and "no readable input devices" in measure.unknown
 
 
+def test_devices_stat_at_most_every_restat_and_count_idle_time_from_the_newest_access():
+    clock = {"mono": 0.0, "wall": NOW}
+    atimes = {"/dev/pts/0": NOW - 30}
+    stats: list[str] = []
+    lists: list[str] = []
+
+    def stat(path):
+        stats.append(path)
+        return SimpleNamespace(st_atime=atimes[path])
+
+    def expand(pattern):
+        lists.append(pattern)
+        return [p for p in atimes if p.startswith(pattern.split("[")[0])]
+
+    devices = _linux.Devices(("/dev/pts/[0-9]*",), relist=10.0, restat=1.0, stat=stat,
+                             expand=expand, clock=lambda: clock["mono"],
+                             wall=lambda: clock["wall"])
+
+    assert devices.input_idle().value == 30.0
+    clock["mono"] += 0.5
+    clock["wall"] += 0.5
+    atimes["/dev/pts/0"] = clock["wall"]  # typed just now, not yet looked at
+    assert devices.input_idle().value == 30.5  # still counting from the newest seen
+    assert len(stats) == 1
+    clock["mono"] += 0.5
+    clock["wall"] += 0.5
+    assert devices.input_idle().value == 0.5  # re-stat'ed after one second
+    assert len(stats) == 2 and len(lists) == 1
+    atimes["/dev/pts/1"] = clock["wall"] + 9.5
+    clock["mono"] += 10
+    clock["wall"] += 10
+    assert devices.input_idle().value == 0.5  # a new terminal (pts/1) is found on the relist
+    assert len(lists) == 2
+
+
 def test_children_come_from_proc_task_children_files(tmp_path):
     for tid, kids in ((100, "101 102 "), (103, "104")):
         task = tmp_path / "100" / "task" / str(tid)
