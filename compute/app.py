@@ -22,8 +22,9 @@ BUILTIN_TASK_MODULES = ("compute.diag",)
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration the design rests on (see README, "Settings")."""
     transport = {
-        # Redis only: how long a task may stay unacknowledged before kombu hands
+        # Redis only: how long a task's lease may go unrenewed before kombu hands
         # it to another worker, and how often kombu sweeps for such tasks.
+        # Workers renew the leases of the tasks they hold (worker/lease.py).
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": settings.unacked_restore_interval,
         "unacked_restore_throttle": settings.unacked_restore_throttle,
@@ -63,9 +64,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings, *, main: str = "idle-accelerator") -> Celery:
     """A Celery app configured from ``settings``, with the built-in tasks."""
+    from worker.celery_gate import install_leases  # the one file of Celery internals
+
     app = Celery(main, include=[*BUILTIN_TASK_MODULES, *settings.include])
     app.conf.update(celery_config(settings))
     app.idle_accel_settings = settings
+    install_leases(app)  # every worker of this app, plain `celery worker` too
     return app
 
 

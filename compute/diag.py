@@ -11,9 +11,13 @@ import time
 from celery import shared_task
 
 from compute import validate
+from compute.checkpoint import CheckpointTask
 from compute.errors import InvalidArgument
 
 _OPTIONS = {"bind": True, "throws": (InvalidArgument,)}  # queue: see compute.queues.ROUTES
+
+#: CPU seconds between two checkpoints of a burn.
+CHECKPOINT_EVERY = 0.2
 
 #: Longest ``sleep`` or ``burn`` accepted, in seconds. Diagnostics are short;
 #: anything longer is a mistake, not a test.
@@ -39,24 +43,36 @@ def sleep(self, seconds: float) -> dict:
     }
 
 
-@shared_task(name="compute.diag.burn", **_OPTIONS)
+@shared_task(name="compute.diag.burn", base=CheckpointTask, **_OPTIONS)
 def burn(self, seconds: float) -> dict:
-    """Keep one CPU busy until this process has used ``seconds`` of CPU time.
+    """Keep one CPU busy until ``seconds`` of CPU time were spent on this task.
 
     Progress is CPU time, not wall time, so a stopped (suspended) burn makes
-    no progress until it is continued.
+    no progress until it is continued. Progress is checkpointed every
+    ``CHECKPOINT_EVERY`` CPU seconds: a burn preempted on one worker resumes on
+    the next from its last checkpoint (``resumed_from`` > 0), not from zero.
     """
     duration = validate.seconds(self.name, "seconds", seconds, maximum=MAX_SECONDS)
+    saved = self.restore() or {}
+    resumed_from = float(saved.get("done", 0.0))
+    spins = int(saved.get("spins", 0))
     started_cpu = time.process_time()
     started_wall = time.monotonic()
-    spins = 0
-    while time.process_time() - started_cpu < duration:
+    saved_at = resumed_from
+    done = resumed_from
+    while done < duration:
         for _ in range(10_000):
             spins += 1
+        done = resumed_from + time.process_time() - started_cpu
+        if done - saved_at >= CHECKPOINT_EVERY:
+            self.checkpoint({"done": done, "spins": spins})
+            saved_at = done
+    self.clear_checkpoint()
     return {
         "hostname": self.request.hostname,
         "seconds": duration,
-        "cpu_seconds": round(time.process_time() - started_cpu, 6),
+        "cpu_seconds": round(done, 6),
+        "resumed_from": round(resumed_from, 6),
         "elapsed": round(time.monotonic() - started_wall, 6),
         "spins": spins,
     }

@@ -9,7 +9,7 @@ Nothing here is read at import time: build a :class:`Settings` when needed.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from kombu.utils.url import maybe_sanitize_url
@@ -69,12 +69,13 @@ class Settings(BaseSettings):
         86_400, ge=60, description="Seconds a task result is kept in Redis."
     )
     visibility_timeout: int = Field(
-        3_600,
-        ge=10,
-        description="Redis: seconds before an unacknowledged task is handed to another worker.",
+        15,
+        ge=6,
+        description="Redis: seconds a task's lease may go unrenewed (its worker gone) before "
+                    "the task goes to another worker; workers renew every third of it.",
     )
     unacked_restore_interval: float = Field(
-        10.0, gt=0, description="Redis: seconds between sweeps for tasks past their timeout."
+        5.0, gt=0, description="Redis: seconds between sweeps for tasks whose lease ran out."
     )
     unacked_restore_throttle: int = Field(
         1, ge=1, description="Redis: sweep for real only every Nth interval (kombu's default: 10)."
@@ -85,7 +86,20 @@ class Settings(BaseSettings):
         description="Celery node name of the worker ('%h' is the host name).",
     )
     queues: CsvTuple = Field(
-        (q.DEFAULT,), description="Queues the worker consumes, comma-separated."
+        (), description="Queues the worker consumes, comma-separated (default: cpu, and gpu "
+                        "when NVML sees a GPU)."
+    )
+    region: str | None = Field(
+        None, description="Region tag: the worker also consumes that region's pinned queues."
+    )
+    mode: Literal["volunteer", "dedicated"] = Field(
+        "volunteer", description="volunteer: obey the owner; dedicated: always on."
+    )
+    sensor: str = Field(
+        "auto", description="Owner sensor: 'auto' (local detectors) or 'file:PATH' (host file)."
+    )
+    status_interval: float = Field(
+        5.0, gt=0, le=300, description="Seconds between status reports a worker publishes."
     )
     concurrency: int | None = Field(
         None, ge=1, le=1024, description="Worker pool processes (default: one per CPU)."
@@ -129,7 +143,9 @@ class Settings(BaseSettings):
         ("10001",), description="User IDs whose processes are the worker's (its container's)."
     )
     poll_interval: float = Field(
-        0.1, gt=0, le=10, description="Seconds between input checks and owner-state decisions."
+        0.1, gt=0, le=10,
+        description="Seconds between input checks while the owner is away "
+                    "(while present: the sample interval).",
     )
     sample_interval: float = Field(
         1.0, gt=0, le=60, description="Seconds between CPU, GPU, memory and lock readings."
@@ -146,9 +162,24 @@ class Settings(BaseSettings):
     @field_validator("queues")
     @classmethod
     def _queue_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("at least one queue is needed")
         return tuple(q.check_name(name) for name in value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return q.check_region(value) if value else None
+
+    @field_validator("sensor")
+    @classmethod
+    def _sensor(cls, value: str) -> str:
+        if value != "auto" and not (value.startswith("file:") and len(value) > 5):
+            raise ValueError(f"must be 'auto' or 'file:PATH'; got {value!r}")
+        return value
+
+    @property
+    def sensor_file(self) -> str | None:
+        """The host sensor file's path, when the sensor is ``file:PATH``."""
+        return self.sensor[5:] if self.sensor.startswith("file:") else None
 
     @field_validator("own_uids")
     @classmethod

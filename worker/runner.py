@@ -1,11 +1,25 @@
-"""Start one Celery worker in this process from :class:`~compute.settings.Settings`."""
+"""Start one idle-gated Celery worker in this process from :class:`~compute.settings.Settings`."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
+import redis
 from celery.utils.nodenames import default_nodename, host_format
 
 from compute.app import create_app
 from compute.settings import Settings
+from worker import capabilities
+from worker.celery_gate import CeleryActuator, install_gate
+from worker.gate import Gate
+from worker.idle.detector import local_sampler, thresholds
+from worker.idle.monitor import Monitor
+from worker.idle.sampler import FileSampler
+from worker.owner_loop import OwnerLoop
+from worker.policy import Policy
+from worker.status import Publisher
 
 
 def node_name(name: str) -> str:
@@ -19,15 +33,46 @@ def node_name(name: str) -> str:
     return host_format(default_nodename(name))
 
 
+def monitor_for(settings: Settings) -> Monitor | None:
+    """The owner detector: the host's sensor file, the local signals, or none (dedicated)."""
+    if settings.mode == "dedicated":
+        return None
+    policy = Policy(thresholds(settings))
+    if settings.sensor_file:
+        return Monitor(FileSampler(Path(settings.sensor_file)), policy)
+    main = os.getpid()  # the worker and its pool are never the owner
+    return Monitor(local_sampler(settings, roots=lambda: [main]), policy)
+
+
+def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
+               hardware: capabilities.Hardware) -> OwnerLoop:
+    client = redis.Redis.from_url(settings.backend_url, socket_timeout=5,
+                                  socket_connect_timeout=5)
+    static: dict[str, Any] = {
+        "node": node, "pid": os.getpid(), "mode": settings.mode, "region": settings.region,
+        "queues": list(queues), "sensor": settings.sensor, "hardware": hardware.to_json(),
+        "concurrency": settings.concurrency or hardware.cores,
+    }
+    return OwnerLoop(Gate(CeleryActuator(), queues), monitor_for(settings),
+                     Publisher(lambda: client, node, settings.status_interval),
+                     static=static, fast=settings.poll_interval, slow=settings.sample_interval,
+                     report_every=settings.status_interval)
+
+
 def run_worker(settings: Settings) -> int:
     """Run a worker in the foreground until it is stopped; return its exit code.
 
-    SIGTERM is a warm shutdown: no new task is taken and running ones finish.
+    SIGTERM is a warm shutdown: no new task is taken, running ones finish,
+    suspended ones go back to the queue.
     """
     app = create_app(settings)
+    node = node_name(settings.name)
+    hardware = capabilities.measure()
+    queues = capabilities.queues_for(settings.queues, hardware, settings.region)
+    install_gate(app, owner_loop(settings, node, queues, hardware))
     options = {
-        "hostname": node_name(settings.name),
-        "queues": list(settings.queues),
+        "hostname": node,
+        "queues": list(queues),
         "loglevel": settings.log_level,
         "pool_cls": "prefork",
         # Gossip makes every worker follow every other worker's events and

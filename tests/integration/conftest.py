@@ -10,6 +10,7 @@ full logs stay in the test's temporary directory.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from celery import Celery
 
 from compute.app import create_app
 from compute.settings import Settings
+from worker.idle import hostfile
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
 
@@ -77,12 +79,23 @@ def app(broker: RedisServer) -> Iterator[Celery]:
 @pytest.fixture
 def workers(request: pytest.FixtureRequest, broker_env: dict[str, str], app: Celery,
             tmp_path: Path) -> Iterator[StartWorker]:
-    """Start ``idle-accel worker --name NAME ARGS...``; all are stopped after the test."""
+    """Start ``idle-accel worker --name NAME ARGS...``; all are stopped after the test.
+
+    Without ``--sensor`` or ``--mode`` in ARGS the worker's owner is away (a
+    sensor file that says idle), so it takes tasks at once.
+    """
     started: list[WorkerProcess] = []
     request.node.stash[STARTED_WORKERS] = started
 
     def start(name: str, *args: str, ready: bool = True,
               env: dict[str, str] | None = None) -> WorkerProcess:
+        if "--sensor" not in args and "--mode" not in args:
+            # An owner who is away, from a host file: this machine's own load
+            # (other tests) must not decide whether a worker takes tasks.
+            owner = tmp_path / f"{name}.owner"
+            hostfile.write(owner, {"state": "idle", "at": time.time()})
+            args = (*args, "--sensor", f"file:{owner}", "--sensor-max-age", "0",
+                    "--idle-after", "0")
         process = WorkerProcess(name, env={**broker_env, **(env or {})},
                                 log_path=tmp_path / f"{name}.log", args=args)
         started.append(process)

@@ -24,8 +24,9 @@ def test_defaults_talk_to_a_local_redis_for_both_broker_and_results():
 
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert settings.backend_url == settings.broker_url
-    assert settings.queues == ("cpu",)
+    assert settings.queues == ()  # automatic: cpu, and gpu where NVML sees one
     assert settings.concurrency is None
+    assert (settings.mode, settings.sensor, settings.region) == ("volunteer", "auto", None)
 
 
 def test_environment_is_read_when_settings_are_built(monkeypatch):
@@ -94,7 +95,10 @@ def test_result_backend_must_be_redis(monkeypatch):
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
     ("queues", "cpu,Bad Queue", "IDLE_ACCEL_QUEUES: "),
-    ("queues", ",", "IDLE_ACCEL_QUEUES: "),
+    ("region", "EU West", "IDLE_ACCEL_REGION: region 'EU West' is not allowed"),
+    ("mode", "sometimes", "IDLE_ACCEL_MODE: "),
+    ("sensor", "file:", "IDLE_ACCEL_SENSOR: must be 'auto' or 'file:PATH'"),
+    ("sensor", "x11", "IDLE_ACCEL_SENSOR: must be 'auto' or 'file:PATH'"),
     ("concurrency", 0, "IDLE_ACCEL_CONCURRENCY: "),
     ("visibility_timeout", 1, "IDLE_ACCEL_VISIBILITY_TIMEOUT: "),
     ("unacked_restore_interval", float("nan"), "IDLE_ACCEL_UNACKED_RESTORE_INTERVAL: "),

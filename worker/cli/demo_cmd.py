@@ -15,6 +15,7 @@ from rich.table import Table
 
 from compute.app import create_app
 from compute.settings import Settings
+from worker.idle import hostfile
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
 
@@ -38,8 +39,13 @@ def demo(
         fleet = []
         for index in range(workers):
             name = f"demo-{index + 1}"
+            # Each demo worker reads its owner from a sensor file that says "away"
+            # (a volunteer at the keyboard would otherwise keep the demo waiting).
+            sensor = workdir / f"{name}.owner"
+            hostfile.write(sensor, {"state": "idle", "at": time.time()})
             process = WorkerProcess(name, env=env, log_path=workdir / f"{name}.log",
-                                    args=["--concurrency", "1"])
+                                    args=["--concurrency", "1", "--sensor", f"file:{sensor}",
+                                          "--sensor-max-age", "0", "--idle-after", "0"])
             stack.callback(process.stop)
             fleet.append(process.start())
         for process in fleet:

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from compute.errors import IdleAccelError
-from worker.cli import config_cmd, demo_cmd, sensor_cmd, worker_cmd
+from worker.cli import config_cmd, demo_cmd, fleet_cmd, sensor_cmd, worker_cmd
 
 cli = typer.Typer(
     name="idle-accel",
@@ -20,6 +20,7 @@ cli.command("worker")(worker_cmd.worker)
 cli.command("config")(config_cmd.config)
 cli.command("sensor")(sensor_cmd.sensor)
 cli.command("demo")(demo_cmd.demo)
+cli.add_typer(fleet_cmd.fleet, name="fleet")
 
 
 def main() -> None:

@@ -1,0 +1,67 @@
+"""Checkpoints: a task saves its progress so a preempted run resumes, not restarts.
+
+A volunteer's owner can come back at any moment; after ``--preempt-after``
+the task is ended and requeued, and the next worker that takes it calls
+``restore()`` to pick up from the last ``checkpoint(state)`` (HTCondor's
+self-checkpointing jobs, BOINC's checkpoint files). State is JSON, kept in
+the result backend's Redis under the task id, and expires with results.
+
+    @shared_task(bind=True, base=CheckpointTask, name="team.count")
+    def count(self, n):
+        done = (self.restore() or {}).get("done", 0)
+        for i in range(done, n):
+            work(i)
+            self.checkpoint({"done": i + 1})
+        self.clear_checkpoint()
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celery import Task
+
+from compute import keys
+from compute.errors import InvalidArgument
+
+#: A checkpoint is a small progress record, not a data store.
+MAX_CHECKPOINT_BYTES = 64 * 1024
+
+
+class CheckpointTask(Task):
+    """A Celery task with ``checkpoint(state)``, ``restore()`` and ``clear_checkpoint()``."""
+
+    abstract = True
+
+    def _redis(self) -> Any:
+        client = getattr(self.app.backend, "client", None)
+        if client is None:
+            raise RuntimeError("checkpoints need a Redis result backend")
+        return client
+
+    def _key(self) -> str:
+        task_id = self.request.id
+        if not task_id:
+            raise RuntimeError("checkpoints exist only for a task run by a worker")
+        return keys.checkpoint(task_id)
+
+    def checkpoint(self, state: Any) -> None:
+        """Save ``state`` (JSON-serializable) as this task's progress, replacing the last."""
+        try:
+            data = json.dumps(state, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"{self.name}: checkpoint state must be JSON: {exc}") from None
+        if len(data) > MAX_CHECKPOINT_BYTES:
+            raise InvalidArgument(f"{self.name}: checkpoint state is {len(data)} bytes; "
+                                  f"at most {MAX_CHECKPOINT_BYTES} allowed")
+        self._redis().set(self._key(), data, ex=int(self.app.conf.result_expires or 86_400))
+
+    def restore(self) -> Any | None:
+        """The last saved state of this task (from an earlier, preempted run), or None."""
+        raw = self._redis().get(self._key())
+        return None if raw is None else json.loads(raw)
+
+    def clear_checkpoint(self) -> None:
+        """Forget the saved state (call when the task is done)."""
+        self._redis().delete(self._key())

@@ -1,0 +1,28 @@
+"""Every Redis key name Idle Accelerator writes, in one place.
+
+Celery and kombu own their keys (queues, ``unacked``, ``unacked_index``,
+``celery-task-meta-*``); the project's own live under ``idle-accel:``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "idle-accel:"
+
+#: kombu's sorted set of delivered, unacknowledged tasks (delivery tag -> time
+#: of delivery or of the last lease renewal). See ``worker/celery_gate.py``.
+UNACKED_INDEX = "unacked_index"
+#: kombu's hash of delivered, unacknowledged messages (delivery tag -> message).
+UNACKED = "unacked"
+
+
+def checkpoint(task_id: str) -> str:
+    """A task's saved progress (JSON), for the next run after a preemption."""
+    return f"{PREFIX}checkpoint:{task_id}"
+
+
+def worker(node: str) -> str:
+    """A worker's published status (JSON, with a TTL: a dead worker disappears)."""
+    return f"{PREFIX}worker:{node}"
+
+
+WORKER_PATTERN = f"{PREFIX}worker:*"

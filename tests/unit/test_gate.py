@@ -1,0 +1,128 @@
+"""The gate's order of actions, against a fake Celery and fake process control."""
+
+from __future__ import annotations
+
+from worker.gate import Gate, Held, ProcessControl
+from worker.policy import OwnerState
+
+
+class FakeCelery:
+    def __init__(self, held: list[Held] | None = None, *, attached: bool = True) -> None:
+        self.held_tasks = held or []
+        self.attached = attached
+        self.log: list[tuple[str, tuple[str, ...]]] = []
+
+    def set_queues(self, names):
+        self.log.append(("queues", tuple(names)))
+        return self.attached
+
+    def held(self):
+        return list(self.held_tasks)
+
+
+def control(log: list) -> ProcessControl:
+    def act(name):
+        def run(pids):
+            log.append((name, tuple(pids)))
+            return list(pids)
+        return run
+
+    return ProcessControl(pool=lambda: [11, 12], stop=act("stop"), resume=act("resume"),
+                          kill=act("kill"))
+
+
+def test_busy_stops_taking_before_it_stops_processes_and_idle_resumes_in_reverse():
+    celery = FakeCelery()
+    gate = Gate(celery, ("cpu", "gpu"), procs=control(celery.log))
+
+    gate.apply(OwnerState.IDLE)
+    gate.apply(OwnerState.BUSY)
+    gate.apply(OwnerState.IDLE)
+
+    assert celery.log == [("queues", ("cpu", "gpu")),
+                          ("queues", ()), ("stop", (11, 12)),
+                          ("resume", (11, 12)), ("queues", ("cpu", "gpu"))]
+    assert gate.consuming == ("cpu", "gpu") and not gate.suspended
+
+
+def test_repeated_ticks_do_not_touch_the_consumer_again():
+    celery = FakeCelery()
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+
+    for _ in range(5):
+        gate.apply(OwnerState.IDLE)
+
+    assert celery.log == [("queues", ("cpu",))]
+
+
+def test_every_busy_tick_stops_processes_again_to_catch_a_task_that_slipped_in():
+    celery = FakeCelery()
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+
+    gate.apply(OwnerState.BUSY)
+    gate.apply(OwnerState.BUSY)
+
+    assert [entry for entry in celery.log if entry[0] == "stop"] == [("stop", (11, 12))] * 2
+    assert [entry for entry in celery.log if entry[0] == "queues"] == [("queues", ())]
+
+
+def test_without_a_consumer_the_wanted_queues_wait_for_the_next_start():
+    celery = FakeCelery(attached=False)
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+
+    gate.apply(OwnerState.IDLE)
+
+    assert gate.consuming is None and gate.wanted == ("cpu",)
+    assert gate.reapply_queues() == ("cpu",)  # what GateStep.start applies
+    assert gate.consuming == ("cpu",)
+
+
+def test_a_worker_starts_consuming_nothing_until_the_owner_is_known_away():
+    gate = Gate(FakeCelery(attached=False), ("cpu",), procs=control([]))
+
+    assert gate.reapply_queues() == ()
+
+
+def test_preempting_ends_each_held_task_once_and_only_its_processes():
+    held = [Held("t1", "compute.diag.burn", 11, "tag-1")]
+    celery = FakeCelery(held)
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+
+    gate.apply(OwnerState.BUSY)
+    gate.apply(OwnerState.PREEMPTING)
+    gate.apply(OwnerState.PREEMPTING)  # Celery has not yet noticed the loss
+
+    kills = [entry for entry in celery.log if entry[0] == "kill"]
+    assert kills == [("kill", (11,))]
+    assert gate.preempted == ["t1"]
+
+
+def test_a_held_task_not_yet_started_ends_with_every_pool_process():
+    celery = FakeCelery([Held("t2", "compute.diag.sleep", None, "tag-2")])
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+
+    gate.apply(OwnerState.PREEMPTING)
+
+    assert ("kill", (11, 12)) in celery.log
+
+
+def test_release_on_shutdown_ends_suspended_tasks_and_continues_the_pool():
+    celery = FakeCelery([Held("t1", "compute.diag.burn", 12, "tag-1")])
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+    gate.apply(OwnerState.BUSY)
+    celery.log.clear()
+
+    gate.release()
+
+    assert celery.log == [("kill", (12,)), ("resume", (11, 12))]
+
+
+def test_release_while_idle_leaves_running_tasks_to_finish():
+    celery = FakeCelery([Held("t1", "compute.diag.burn", 12, "tag-1")])
+    gate = Gate(celery, ("cpu",), procs=control(celery.log))
+    gate.apply(OwnerState.IDLE)
+    celery.log.clear()
+
+    gate.release()
+
+    assert celery.log == []

@@ -1,0 +1,80 @@
+"""What this machine can offer: cores, memory, NVIDIA GPUs (NVML) and region, and its queues.
+
+Measured once at start. A worker consumes ``cpu`` always, ``gpu`` when NVML
+reports a usable GPU, and, with ``--region``, the region-qualified twin of
+each (``cpu.eu-west``) so that pinned work reaches only workers of that region.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+
+from compute import queues as q
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cores: int
+    ram_bytes: int
+    gpus: tuple[Gpu, ...]
+    system: str
+    gpu_note: str = ""  # why no GPU is listed, when none is
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "gpus": [asdict(gpu) for gpu in self.gpus]}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def find_gpus(nvml: Any = None) -> tuple[tuple[Gpu, ...], str]:
+    """(usable NVIDIA GPUs, why none) from NVML; no driver means no GPU, with a note."""
+    try:
+        if nvml is None:
+            import pynvml as nvml
+        nvml.nvmlInit()
+    except Exception as exc:
+        return (), f"NVML not available: {exc}"
+    try:
+        found = []
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            found.append(Gpu(index, _text(nvml.nvmlDeviceGetName(handle)), int(memory.total)))
+        return tuple(found), "" if found else "NVML sees no NVIDIA GPU"
+    except Exception as exc:
+        return (), f"NVML failed: {exc}"
+    finally:
+        with contextlib.suppress(Exception):  # a library that half started
+            nvml.nvmlShutdown()
+
+
+def measure(nvml: Any = None) -> Hardware:
+    gpus, note = find_gpus(nvml)
+    return Hardware(cores=os.cpu_count() or 1, ram_bytes=int(psutil.virtual_memory().total),
+                    gpus=gpus, system=f"{platform.system()} {platform.machine()}",
+                    gpu_note=note)
+
+
+def queues_for(configured: tuple[str, ...], hardware: Hardware,
+               region: str | None = None) -> tuple[str, ...]:
+    """The queues to consume: ``configured``, else ``cpu`` (+ ``gpu``); plus regional twins."""
+    base = configured or ((q.CPU, q.GPU) if hardware.gpus else (q.CPU,))
+    if not region:
+        return tuple(base)
+    regional = [q.regional(name, region) for name in base if not q.region_of(name)]
+    return tuple(dict.fromkeys([*base, *regional]))

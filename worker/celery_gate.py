@@ -1,0 +1,180 @@
+"""Every Celery internal Idle Accelerator touches, in one file (pinned: Celery and kombu 5.7).
+
+- :class:`GateStep` (consumer blueprint): hands the live consumer to the gate
+  and, on every (re)start of the consumer (a broker reconnect restarts it),
+  re-applies the queues the gate wants instead of assuming them.
+- :class:`CeleryActuator`: consumes exactly the wanted queues through the
+  consumer's own ``cancel_task_queue`` / ``add_task_queue``, scheduled on its
+  event loop with ``consumer.call_soon`` (thread-safe; a direct call from the
+  owner thread is not); lists the tasks the worker holds.
+- :class:`OwnerStep` (worker blueprint): runs the owner loop beside the pool
+  and stops it, releasing suspended tasks, when the worker shuts down.
+- :class:`LeaseStep` (worker blueprint, every worker of the app, Redis only):
+  renews the leases of held tasks (``worker/lease.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from celery import Celery, bootsteps, signals
+from celery.worker import state as worker_state
+
+from worker.gate import Held
+from worker.lease import LeaseKeeper
+
+log = logging.getLogger(__name__)
+
+#: Attribute of the app that carries the owner loop into the bootsteps.
+OWNER_ATTR = "idle_accel_owner"
+#: How long the owner thread waits for the event loop to apply a queue change.
+APPLY_TIMEOUT = 2.0
+
+
+def _held_requests() -> list[Any]:
+    # ``requests`` maps id -> request for every task the worker holds
+    # (reserved, running, scheduled); copying a dict's values is atomic.
+    return list(worker_state.requests.values())
+
+
+def _tag(request: Any) -> str | None:
+    message = getattr(request, "message", None)
+    tag = getattr(message, "delivery_tag", None)
+    return str(tag) if tag is not None else None
+
+
+def held_tags() -> list[str]:
+    return [tag for tag in map(_tag, _held_requests()) if tag]
+
+
+def sync_queues(consumer: Any, names: Sequence[str]) -> None:
+    """Make ``consumer`` consume exactly ``names`` (call on its event loop thread)."""
+    task_consumer = consumer.task_consumer
+    if task_consumer is None:
+        return
+    current = [queue.name for queue in task_consumer.queues]
+    for name in current:
+        if name not in names:
+            consumer.cancel_task_queue(name)
+    for name in names:
+        if name not in current:
+            consumer.add_task_queue(name)
+
+
+class CeleryActuator:
+    """The gate's hands on a Celery consumer (see :class:`worker.gate.Actuator`)."""
+
+    def __init__(self) -> None:
+        self.consumer: Any = None
+
+    def set_queues(self, names: Sequence[str]) -> bool:
+        consumer = self.consumer
+        if consumer is None:
+            return False  # no consumer yet, or reconnecting: GateStep.start applies it
+        done = threading.Event()
+
+        def apply() -> None:
+            try:
+                sync_queues(consumer, names)
+            finally:
+                done.set()
+
+        consumer.call_soon(apply)
+        return done.wait(APPLY_TIMEOUT)
+
+    def held(self) -> list[Held]:
+        return [Held(task_id=request.id, name=request.name,
+                     worker_pid=request.worker_pid, delivery_tag=_tag(request))
+                for request in _held_requests()]
+
+
+class GateStep(bootsteps.StartStopStep):
+    """Consumer step: attach the consumer to the gate and re-apply the wanted queues."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        self.owner = getattr(c.app, OWNER_ATTR, None)
+        self.enabled = self.owner is not None
+        super().__init__(c, **kwargs)
+
+    def start(self, c: Any) -> None:
+        # Runs on the consumer's thread before its event loop polls: nothing
+        # is consumed between the Tasks step's start and this.
+        sync_queues(c, self.owner.gate.reapply_queues())
+        self.owner.gate.actuator.consumer = c
+
+    def stop(self, c: Any) -> None:
+        self.owner.gate.actuator.consumer = None
+
+    shutdown = stop
+
+    def info(self, c: Any) -> dict[str, Any]:
+        return {"idle_accel": self.owner.document()}
+
+
+class OwnerStep(bootsteps.StartStopStep):
+    """Worker step: the owner loop runs while the worker does."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        self.owner = getattr(w.app, OWNER_ATTR, None)
+        self.enabled = self.owner is not None
+        super().__init__(w, **kwargs)
+
+    def start(self, w: Any) -> None:
+        signals.worker_shutting_down.connect(self._on_shutdown, weak=False)
+        self.owner.start()
+
+    def _on_shutdown(self, **_kwargs: Any) -> None:
+        # First thing on SIGTERM: a suspended task would keep a warm shutdown
+        # waiting for ever; end it so it goes back to the queue.
+        self.owner.stop()
+
+    def stop(self, w: Any) -> None:
+        self.owner.stop()
+
+
+class LeaseStep(bootsteps.StartStopStep):
+    """Worker step: renew the leases of held tasks (Redis brokers only)."""
+
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        conf = w.app.conf
+        self.url = conf.broker_url
+        self.enabled = str(self.url).startswith(("redis://", "rediss://"))
+        options = conf.broker_transport_options or {}
+        self.interval = float(options.get("visibility_timeout", 3600)) / 3
+        self.keeper: LeaseKeeper | None = None
+        super().__init__(w, **kwargs)
+
+    def start(self, w: Any) -> None:
+        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        self.keeper = LeaseKeeper(lambda: client, held_tags, self.interval)
+        self.keeper.start()
+
+    def stop(self, w: Any) -> None:
+        if self.keeper is not None:
+            self.keeper.stop()
+
+    def info(self, w: Any) -> dict[str, Any]:
+        keeper = self.keeper
+        return {"leases": {"interval": round(self.interval, 3),
+                           "renewed": keeper.renewed if keeper else 0,
+                           "lost": list(keeper.lost) if keeper else []}}
+
+
+def install_leases(app: Celery) -> None:
+    """Every worker of ``app`` renews its leases (see ``worker/lease.py``)."""
+    app.steps["worker"].add(LeaseStep)
+
+
+def install_gate(app: Celery, owner: Any) -> None:
+    """Gate the worker of ``app`` by ``owner`` (a :class:`worker.owner_loop.OwnerLoop`)."""
+    setattr(app, OWNER_ATTR, owner)
+    app.steps["consumer"].add(GateStep)
+    app.steps["worker"].add(OwnerStep)

@@ -1,0 +1,107 @@
+"""The worker's owner loop: detector -> policy -> gate, and the status it reports.
+
+Runs on its own thread in the worker's main process. A volunteer worker ticks
+the detector (local signals, or the host's sensor file) and applies each
+decision to the gate; a dedicated worker ignores the owner and always
+consumes. Either way the status document is published at once when what it
+shows changes (state, queues, held tasks) and every ``status_interval``
+otherwise, and only after the gate applied the state: "busy" is reported
+once task processes are stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.gate import Gate
+from worker.idle.monitor import Monitor
+from worker.idle.reading import Reading
+from worker.policy import Decision, OwnerState
+from worker.status import Publisher
+
+log = logging.getLogger(__name__)
+
+
+class OwnerLoop:
+    def __init__(self, gate: Gate, monitor: Monitor | None, publisher: Publisher, *,
+                 static: dict[str, Any], fast: float, slow: float, report_every: float,
+                 extra: Callable[[], dict[str, Any]] = dict) -> None:
+        self.gate = gate
+        self.monitor = monitor  # None: dedicated, the owner is not watched
+        self.publisher = publisher
+        self.static = static
+        self.fast, self.slow = fast, slow
+        self.report_every = report_every
+        self._extra = extra
+        self.decision: Decision | None = None
+        self._reported_at = -float("inf")
+        self._reported: tuple[Any, ...] = ()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_tick(self, _reading: Reading | None, decision: Decision | None) -> None:
+        state = OwnerState.IDLE if decision is None else decision.state
+        self.gate.apply(state)
+        self.decision = decision
+        now = time.monotonic()
+        # Report at once what changed (state, queues, held tasks), else as a heartbeat.
+        shown = (self.gate.state, self.gate.consuming, len(self.gate.actuator.held()))
+        if shown != self._reported or now - self._reported_at >= self.report_every:
+            self.publisher.publish(self.document())
+            self._reported_at, self._reported = now, shown
+
+    def document(self) -> dict[str, Any]:
+        decision = self.decision
+        held = self.gate.actuator.held()
+        state = self.gate.state or OwnerState.BUSY
+        suspended = state is not OwnerState.IDLE
+        return {
+            **self.static,
+            "host": socket.gethostname(),
+            "at": round(time.time(), 3),
+            "state": state.value,
+            "reasons": [r.to_json() for r in decision.reasons] if decision else [],
+            "notes": [n.to_json() for n in decision.notes] if decision else [],
+            "away_for": round(decision.away_for, 1) if decision else None,
+            "busy_for": round(decision.busy_for, 1) if decision else 0.0,
+            "consuming": list(self.gate.consuming or ()),
+            "running": 0 if suspended else len(held),
+            "suspended": len(held) if suspended else 0,
+            "stopped_processes": len(self.gate.stopped),
+            **self._extra(),
+        }
+
+    def _run_dedicated(self) -> None:
+        while not self._stop.is_set():
+            self.on_tick(None, None)
+            self._stop.wait(self.slow)
+
+    def _run(self) -> None:
+        try:
+            if self.monitor is None:
+                self._run_dedicated()
+            else:
+                self.monitor.run(self._stop, self.on_tick, fast=self.fast, slow=self.slow)
+        except Exception:  # a dead owner loop must not leave a gate open
+            log.exception("owner loop failed; the worker stops taking tasks")
+            self.gate.apply(OwnerState.BUSY)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="idle-accel-owner",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop, release suspended tasks and withdraw the status."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.gate.release()
+        self.publisher.withdraw()
