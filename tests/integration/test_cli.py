@@ -19,7 +19,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["config"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["worker"], ["config"], ["demo"], ["sensor"], ["fleet"],
+                                     ["fleet", "status"]])
 def test_every_command_has_help(command):
     done = run_cli(*command, "--help")
     assert done.returncode == 0, done.stderr

@@ -63,6 +63,10 @@ def test_compose_services_carry_credentials_and_are_locked_down(tmp_path):
     assert worker["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in worker["security_opt"]
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "file:/run/idle-accel/state" in worker["command"]  # the host's sensor file
+    assert any(str(volume).endswith(":/run/idle-accel:ro") or
+               (isinstance(volume, dict) and volume.get("target") == "/run/idle-accel"
+                and volume.get("read_only")) for volume in worker["volumes"])
 
 
 def test_dockerfile_passes_hadolint_and_runs_as_a_fixed_non_root_user():
