@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from compute import keys
+from worker.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ class LeaseKeeper:
         self._held = held
         self.interval = interval
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Background("idle-accel-leases", self._run)
         self.renewed = 0  # renewals done, for status and tests
         self.lost: list[str] = []  # tags found gone while still held, newest last
 
@@ -69,22 +69,15 @@ class LeaseKeeper:
                             "it for this worker (restarted without its data, or the task "
                             "was handed to another worker while this one was cut off)", tag)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
             try:
                 self.tick()
             except Exception as exc:  # the broker may be restarting: retry next period
                 log.debug("leases not renewed: %s", exc)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="idle-accel-leases",
-                                            daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._loop.stop()

@@ -4,7 +4,7 @@ Runs on its own thread in the worker's main process. A volunteer worker ticks
 the detector (local signals, or the host's sensor file) and applies each
 decision to the gate; a dedicated worker ignores the owner and always
 consumes. Either way the status document is published at once when what it
-shows changes (state, queues, held tasks) and every ``status_interval``
+shows changes (state, queues) and every ``status_interval``
 otherwise, and only after the gate applied the state: "busy" is reported
 once task processes are stopped.
 """
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from worker.background import Background
 from worker.gate import Gate
 from worker.idle.monitor import Monitor
 from worker.idle.reading import Reading
@@ -41,16 +42,16 @@ class OwnerLoop:
         self.decision: Decision | None = None
         self._reported_at = -float("inf")
         self._reported: tuple[Any, ...] = ()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Background("idle-accel-owner", self._run)
 
     def on_tick(self, _reading: Reading | None, decision: Decision | None) -> None:
         state = OwnerState.IDLE if decision is None else decision.state
         self.gate.apply(state)
         self.decision = decision
         now = time.monotonic()
-        # Report at once what changed (state, queues, held tasks), else as a heartbeat.
-        shown = (self.gate.state, self.gate.consuming, len(self.gate.actuator.held()))
+        # Report at once what changed (state, queues), else as a heartbeat; task
+        # counts ride on the heartbeat (counting them every tick costs the loop).
+        shown = (self.gate.state, self.gate.consuming)
         if shown != self._reported or now - self._reported_at >= self.report_every:
             self.publisher.publish(self.document())
             self._reported_at, self._reported = now, shown
@@ -76,32 +77,26 @@ class OwnerLoop:
             **self._extra(),
         }
 
-    def _run_dedicated(self) -> None:
-        while not self._stop.is_set():
+    def _run_dedicated(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             self.on_tick(None, None)
-            self._stop.wait(self.slow)
+            stop.wait(self.slow)
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         try:
             if self.monitor is None:
-                self._run_dedicated()
+                self._run_dedicated(stop)
             else:
-                self.monitor.run(self._stop, self.on_tick, fast=self.fast, slow=self.slow)
+                self.monitor.run(stop, self.on_tick, fast=self.fast, slow=self.slow)
         except Exception:  # a dead owner loop must not leave a gate open
             log.exception("owner loop failed; the worker stops taking tasks")
             self.gate.apply(OwnerState.BUSY)
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="idle-accel-owner",
-                                            daemon=True)
-            self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
         """Stop the loop, release suspended tasks and withdraw the status."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._loop.stop()
         self.gate.release()
         self.publisher.withdraw()

@@ -19,6 +19,13 @@ class Owner:
         self.path = path
         self.busy()
 
+    @classmethod
+    def away(cls, path: Path) -> Owner:
+        """An owner who has already left (the file says idle)."""
+        owner = cls(path)
+        owner.idle()
+        return owner
+
     def busy(self) -> None:
         hostfile.write(self.path, {"state": "busy", "at": time.time(),
                                    "reasons": [{"code": "input", "message": "test owner"}]})

@@ -127,8 +127,7 @@ def test_preempted_burn_is_requeued_and_resumed_from_its_checkpoint_elsewhere_on
     wait_for(lambda: "ended, back to the queue" in first.log_text(), timeout=TIMEOUT,
              what="preemption")
     assert result.state != "FAILURE"
-    other = Owner(tmp_path / "owner-b")
-    other.idle()
+    other = Owner.away(tmp_path / "owner-b")
     second = volunteer("gate-b", other)
     value = result.get(timeout=TIMEOUT)
 
@@ -165,8 +164,7 @@ def test_a_killed_worker_has_its_task_finished_elsewhere_within_30_seconds(
     doomed = volunteer("gate-a", owner)
     result = app.signature("compute.diag.sleep", (4,)).delay()
     wait_for_state(result, "STARTED")
-    other = Owner(tmp_path / "owner-b")
-    other.idle()
+    other = Owner.away(tmp_path / "owner-b")
     survivor = volunteer("gate-b", other)
 
     doomed.kill()  # power cut: the worker and its pool, SIGKILL
@@ -187,8 +185,7 @@ def test_a_task_suspended_longer_than_the_visibility_timeout_runs_exactly_once(
     result = app.signature("compute.diag.burn", (0.5,)).delay()
     wait_for_state(result, "STARTED")
     owner.busy()
-    other = Owner(tmp_path / "owner-b")
-    other.idle()
+    other = Owner.away(tmp_path / "owner-b")
     bystander = workers("gate-b", "--concurrency", "1", "--sensor", other.flag,
                         "--sensor-max-age", "0", "--idle-after", "0", env=env)
 
@@ -226,8 +223,7 @@ def test_sigterm_while_suspended_requeues_the_task_and_exits(
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=TIMEOUT) == 0
     assert worker.node not in fleet(broker)  # status withdrawn at once
-    other = Owner(tmp_path / "owner-b")
-    other.idle()
+    other = Owner.away(tmp_path / "owner-b")
     successor = volunteer("gate-b", other)
 
     assert result.get(timeout=TIMEOUT)["hostname"] == successor.node
