@@ -1,6 +1,6 @@
 """Idle-gated worker benchmark, side by side with plain Celery in one run.
 
-    python bench/worker.py [--tasks 2000] [--rounds 3] [--events 30] [--kills 3]
+    python bench/gated_worker.py [--tasks 2000] [--rounds 3] [--events 30] [--kills 3]
 
 - Throughput: ``idle-accel worker`` (owner away, read from a sensor file) vs
   plain ``celery -A compute.app worker`` with the same app, settings and pool
@@ -17,6 +17,7 @@ Every part runs real processes against a private redis-server.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -65,25 +66,48 @@ def flood(app, tasks: int) -> float:
     return tasks / (time.perf_counter() - started)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the worker's main process, of its pool processes)."""
+    main = psutil.Process(pid)
+    times = main.cpu_times()
+    pool = 0.0
+    for child in main.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child_times = child.cpu_times()
+            pool += child_times.user + child_times.system
+    return times.user + times.system, pool
+
+
 def throughput(app, server: RedisServer, workdir: Path, env: dict, tasks: int,
                rounds: int) -> None:
-    figures: dict[str, list[float]] = {"idle-accel worker": [], "plain celery worker": []}
+    labels = ("idle-accel worker", "plain celery worker")
+    figures: dict[str, list[float]] = {label: [] for label in labels}
+    cpu: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     for round_no in range(rounds):
-        for label, make in (("idle-accel worker", gated), ("plain celery worker", plain)):
+        order = zip(labels, (gated, plain), strict=True)
+        for label, make in (order if round_no % 2 == 0 else reversed(list(order))):
             process = make(f"tp-{round_no}-{label.split()[0]}", workdir, env).start()
             try:
                 process.wait_ready(app)
                 flood(app, 50)  # warm the pool
+                before = cpu_seconds(process.pid)
                 figures[label].append(flood(app, tasks))
+                after = cpu_seconds(process.pid)
+                cpu[label].append(tuple(1000 * (a - b) / tasks
+                                        for a, b in zip(after, before, strict=True)))
             finally:
                 process.stop()
             with server.client() as client:
                 client.flushdb()
-    print(f"throughput: {tasks} noop tasks with results, prefork c=2, {rounds} rounds each")
-    print(f"{'worker':<22}{'median/s':>10}{'min/s':>10}{'max/s':>10}")
+    print(f"throughput: {tasks} noop tasks with results, prefork c=2, {rounds} rounds each, "
+          "alternating which goes first")
+    print(f"{'worker':<22}{'median/s':>10}{'min/s':>10}{'max/s':>10}"
+          f"{'main CPU ms/task':>18}{'pool CPU ms/task':>18}")
     for label, values in figures.items():
+        main_ms = statistics.median(m for m, _ in cpu[label])
+        pool_ms = statistics.median(p for _, p in cpu[label])
         print(f"{label:<22}{statistics.median(values):>10.0f}{min(values):>10.0f}"
-              f"{max(values):>10.0f}")
+              f"{max(values):>10.0f}{main_ms:>18.3f}{pool_ms:>18.3f}")
     ratios = [g / p for g, p in zip(figures["idle-accel worker"],
                                     figures["plain celery worker"], strict=True)]
     print(f"ratio gated/plain per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
