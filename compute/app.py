@@ -13,10 +13,11 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from compute import queues as q
+from compute.sdk import route_by_needs
 from compute.settings import Settings
 
-#: Task modules every worker imports.
-BUILTIN_TASK_MODULES = ("compute.diag",)
+#: Task modules every worker imports (heavy engines load on first use, from extras).
+BUILTIN_TASK_MODULES = ("compute.diag", "compute.data", "compute.inference", "compute.render")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.result_expires,
         "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in q.DECLARED],
         "task_default_queue": q.DEFAULT,
-        "task_routes": q.ROUTES,
+        "task_routes": (route_by_needs, q.ROUTES),
         "task_create_missing_queues": True,
     }
 

@@ -15,3 +15,11 @@ class InvalidArgument(IdleAccelError, ValueError):
     The message names the task, the argument, the allowed range and what was
     given. It takes a single message so Celery can rebuild it from a JSON result.
     """
+
+
+class PayloadTooLarge(InvalidArgument):
+    """Arguments or a result too large for a message: send a reference to the data instead."""
+
+
+class JobError(IdleAccelError):
+    """A job could not be planned, submitted or found (the message says which and why)."""

@@ -20,6 +20,11 @@ def checkpoint(task_id: str) -> str:
     return f"{PREFIX}checkpoint:{task_id}"
 
 
+def job(job_id: str) -> str:
+    """A job's record: its parts, its assemble task and what it was asked (JSON, expires)."""
+    return f"{PREFIX}job:{job_id}"
+
+
 def worker(node: str) -> str:
     """A worker's published status (JSON, with a TTL: a dead worker disappears)."""
     return f"{PREFIX}worker:{node}"

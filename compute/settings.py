@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     sensor: str = Field(
         "auto", description="Owner sensor: 'auto' (local detectors) or 'file:PATH' (host file)."
     )
+    max_message_bytes: int = Field(
+        256 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="Largest task arguments or result, as JSON bytes; data travels by reference.",
+    )
     status_interval: float = Field(
         5.0, gt=0, le=300, description="Seconds between status reports a worker publishes."
     )

@@ -1,8 +1,10 @@
 """What this machine can offer: cores, memory, NVIDIA GPUs (NVML) and region, and its queues.
 
 Measured once at start. A worker consumes ``cpu`` always, ``gpu`` when NVML
-reports a usable GPU, and, with ``--region``, the region-qualified twin of
-each (``cpu.eu-west``) so that pinned work reaches only workers of that region.
+reports a usable GPU, the capacity tiers its RAM and VRAM reach
+(``cpu.ram16``, ``gpu.vram24``), and, with ``--region``, the region-qualified
+twin of each (``cpu@eu-west``) so that pinned work reaches only workers of
+that region (see ``compute/queues.py``).
 """
 
 from __future__ import annotations
@@ -70,10 +72,22 @@ def measure(nvml: Any = None) -> Hardware:
                     gpu_note=note)
 
 
+GIB = 1024**3
+
+
 def queues_for(configured: tuple[str, ...], hardware: Hardware,
                region: str | None = None) -> tuple[str, ...]:
-    """The queues to consume: ``configured``, else ``cpu`` (+ ``gpu``); plus regional twins."""
-    base = configured or ((q.CPU, q.GPU) if hardware.gpus else (q.CPU,))
+    """The queues to consume: ``configured``, else what the hardware serves; plus region twins.
+
+    Automatic: ``cpu`` and the RAM tiers the machine reaches; with an NVIDIA
+    GPU also ``gpu`` and the VRAM tiers of its largest GPU.
+    """
+    base = list(configured)
+    if not base:
+        base = [q.CPU, *q.tiers_within(q.CPU, "ram", hardware.ram_bytes / GIB, q.RAM_TIERS)]
+        if hardware.gpus:
+            vram = max(gpu.memory_bytes for gpu in hardware.gpus) / GIB
+            base += [q.GPU, *q.tiers_within(q.GPU, "vram", vram, q.VRAM_TIERS)]
     if not region:
         return tuple(base)
     regional = [q.regional(name, region) for name in base if not q.region_of(name)]

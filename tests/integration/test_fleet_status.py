@@ -36,7 +36,9 @@ def test_fleet_status_lists_each_worker_with_state_reasons_mode_queues_and_hardw
     desk = found[volunteer.node]
     assert (desk["mode"], desk["state"], desk["region"]) == ("volunteer", "busy", "eu-west")
     assert desk["reasons"] == [{"code": "host_busy", "message": "host sensor says busy"}]
-    assert desk["queues"] == ["cpu", "cpu.eu-west"] and desk["consuming"] == []
+    assert desk["queues"][0] == "cpu" and "cpu@eu-west" in desk["queues"]
+    assert "cpu.ram2" in desk["queues"] and "cpu.ram2@eu-west" in desk["queues"]
+    assert desk["consuming"] == []
     assert desk["hardware"]["cores"] == os.cpu_count()
     assert desk["hardware"]["ram_bytes"] > 0
     assert (found[base.node]["mode"], found[base.node]["state"]) == ("dedicated", "idle")
@@ -73,7 +75,7 @@ def test_region_pinned_work_reaches_only_workers_of_that_region(app, workers):
     local = workers("eu-1", "--concurrency", "1", "--region", "eu-west")
     workers("us-1", "--concurrency", "1", "--region", "us-east")
 
-    pinned = [app.signature("compute.diag.noop").apply_async(queue="cpu.eu-west")
+    pinned = [app.signature("compute.diag.noop").apply_async(queue="cpu@eu-west")
               for _ in range(10)]
 
     assert {result.get(timeout=TIMEOUT)["hostname"] for result in pinned} == {local.node}

@@ -57,9 +57,9 @@ def test_no_usable_gpu_is_no_gpu_with_a_note(nvml, expected):
     assert gpus == () and expected in note
 
 
-def test_cpu_always_gpu_only_with_a_gpu():
-    assert queues_for((), CPU_ONLY) == ("cpu",)
-    assert queues_for((), WITH_GPU) == ("cpu", "gpu")
+def test_cpu_and_its_ram_tiers_always_gpu_and_vram_tiers_only_with_a_gpu():
+    assert queues_for((), CPU_ONLY) == ("cpu", "cpu.ram2", "cpu.ram4", "cpu.ram8", "cpu.ram16")
+    assert queues_for((), WITH_GPU)[5:] == ("gpu", "gpu.vram4", "gpu.vram8")
 
 
 def test_configured_queues_win_over_the_automatic_choice():
@@ -67,6 +67,18 @@ def test_configured_queues_win_over_the_automatic_choice():
 
 
 def test_a_region_adds_the_pinned_twin_of_each_queue():
-    assert queues_for((), WITH_GPU, "eu-west") == ("cpu", "gpu", "cpu.eu-west", "gpu.eu-west")
-    assert queues.region_of("cpu.eu-west") == "eu-west"
-    assert queues.region_of("cpu") is None
+    assert queues_for(("cpu", "gpu"), WITH_GPU, "eu-west") == (
+        "cpu", "gpu", "cpu@eu-west", "gpu@eu-west")
+    assert queues.region_of("cpu.ram16@eu-west") == "eu-west"
+    assert queues.region_of("cpu.ram16") is None
+
+
+@pytest.mark.parametrize(("gib", "expected"), [
+    (0, "gpu"), (3, "gpu.vram4"), (8, "gpu.vram8"), (10, "gpu.vram12"), (80, "gpu.vram80")])
+def test_a_need_goes_to_the_smallest_tier_that_holds_it(gib, expected):
+    assert queues.tier("gpu", "vram", gib, queues.VRAM_TIERS) == expected
+
+
+def test_a_need_beyond_every_tier_is_refused():
+    with pytest.raises(ValueError, match="more than any worker tier"):
+        queues.tier("cpu", "ram", 1000, queues.RAM_TIERS)

@@ -7,7 +7,15 @@ import sys
 import typer
 
 from compute.errors import IdleAccelError
-from worker.cli import config_cmd, demo_cmd, fleet_cmd, sensor_cmd, worker_cmd
+from worker.cli import (
+    config_cmd,
+    demo_cmd,
+    fleet_cmd,
+    job_cmd,
+    sensor_cmd,
+    submit_cmd,
+    worker_cmd,
+)
 
 cli = typer.Typer(
     name="idle-accel",
@@ -21,6 +29,8 @@ cli.command("config")(config_cmd.config)
 cli.command("sensor")(sensor_cmd.sensor)
 cli.command("demo")(demo_cmd.demo)
 cli.add_typer(fleet_cmd.fleet, name="fleet")
+cli.add_typer(submit_cmd.submit, name="submit")
+cli.add_typer(job_cmd.job, name="job")
 
 
 def main() -> None:

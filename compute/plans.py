@@ -1,0 +1,133 @@
+"""How each shipped job is split: the parts, the assemble step, and the checks done first.
+
+Everything here runs on the submitter. Inputs are checked before anything is
+sent (a missing file, a bad spec or an empty corpus fails at once, with a
+message naming it), and every argument that travels is a path or a small
+JSON value: volunteers read and write the data where it lives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from compute import data, inference, jobs, render
+from compute.errors import InvalidArgument
+from compute.sdk import Needs
+
+
+def _queue(gpu: bool, region: str | None) -> str:
+    return Needs(gpu=gpu, region=region).queue()
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def aggregate(app: Celery, source: str, spec: dict[str, Any], output: str, *,
+              chunk_bytes: int = data.DEFAULT_CHUNK_BYTES, region: str | None = None
+              ) -> jobs.Job:
+    source, output = _absolute(source), _absolute(output)
+    schema = data.csv_schema(source) if data.file_format(source) == "csv" else None
+    columns = list(schema) if schema else _parquet_columns(source)
+    data.check_spec(spec, columns)
+    chunks = data.plan(source, chunk_bytes)
+    queue = _queue(False, region)
+    parts = [data.map_chunk.s(source, chunk, spec, schema).set(queue=queue) for chunk in chunks]
+    return jobs.submit(app, "aggregate", parts,
+                       data.assemble.s(spec, output).set(queue=queue),
+                       {"source": source, "output": output, "chunks": len(chunks)})
+
+
+def _parquet_columns(source: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    with data._open(source, "data") as handle:
+        return list(pq.ParquetFile(handle).schema_arrow.names)
+
+
+def embed(app: Celery, corpus: str, output: str, *, rows_per_part: int = 256,
+          gpu: bool = False, region: str | None = None) -> jobs.Job:
+    corpus, output = _absolute(corpus), _absolute(output)
+    count = len(inference.read_lines(corpus, "embed"))
+    if count == 0:
+        raise InvalidArgument(f"embed: corpus {corpus!r} is empty: nothing to embed")
+    if rows_per_part < 1:
+        raise InvalidArgument("embed: rows per part must be at least 1")
+    queue = _queue(gpu, region)
+    parts_dir = str(Path(output).with_suffix("")) + ".parts"
+    parts = [inference.embed_part.s(corpus, start, min(count, start + rows_per_part),
+                                    parts_dir).set(queue=queue)
+             for start in range(0, count, rows_per_part)]
+    return jobs.submit(app, "embed", parts,
+                       inference.assemble_embeddings.s(output).set(queue=queue),
+                       {"corpus": corpus, "output": output, "documents": count})
+
+
+def search(app: Celery, embeddings: str, query: str, *, k: int = 5, parts: int = 4,
+           corpus: str | None = None, gpu: bool = False, region: str | None = None
+           ) -> jobs.Job:
+    import numpy as np
+
+    embeddings = _absolute(embeddings)
+    inference.check_k(k)
+    if not query.strip():
+        raise InvalidArgument("search: the query is empty")
+    try:
+        rows = int(np.load(embeddings, mmap_mode="r").shape[0])
+    except FileNotFoundError:
+        raise InvalidArgument(f"search: embeddings {embeddings!r} do not exist") from None
+    except ValueError as exc:
+        raise InvalidArgument(f"search: {embeddings!r} is not a .npy matrix: {exc}") from None
+    if rows == 0:
+        raise InvalidArgument(f"search: {embeddings!r} holds no embeddings")
+    queue = _queue(gpu, region)
+    step = -(-rows // max(1, min(parts, rows)))
+    pieces = [inference.search_part.s(embeddings, start, min(rows, start + step), query, k)
+              .set(queue=queue) for start in range(0, rows, step)]
+    return jobs.submit(app, "search", pieces,
+                       inference.merge_hits.s(k, _absolute(corpus) if corpus else None)
+                       .set(queue=queue),
+                       {"embeddings": embeddings, "query": query, "k": k})
+
+
+def render_frames(app: Celery, blend: str, first: int, last: int, out_dir: str, *,
+                  settings: dict[str, Any] | None = None, gpu: bool = False,
+                  region: str | None = None) -> jobs.Job:
+    blend, out_dir = _absolute(blend), _absolute(out_dir)
+    settings = render.check_settings(settings)
+    _exists(blend, "render")
+    if not 0 <= first <= last:
+        raise InvalidArgument(f"render: frames {first}-{last} are not a range")
+    queue = _queue(gpu, region)
+    parts = [render.frame.s(blend, number, out_dir, settings).set(queue=queue)
+             for number in range(first, last + 1)]
+    return jobs.submit(app, "render", parts, render.collect_frames.s().set(queue=queue),
+                       {"blend": blend, "frames": [first, last], "output": out_dir})
+
+
+def render_tiles(app: Celery, blend: str, number: int, output: str, *, grid: tuple[int, int],
+                 settings: dict[str, Any] | None = None, gpu: bool = False,
+                 region: str | None = None) -> jobs.Job:
+    blend, output = _absolute(blend), _absolute(output)
+    settings = render.check_settings(settings)
+    _exists(blend, "render")
+    cols, rows = grid
+    if not (1 <= cols <= render.MAX_GRID and 1 <= rows <= render.MAX_GRID):
+        raise InvalidArgument(f"render: a grid is 1-{render.MAX_GRID} by 1-{render.MAX_GRID} "
+                              f"tiles; got {cols}x{rows}")
+    queue = _queue(gpu, region)
+    tiles_dir = str(Path(output).with_suffix("")) + ".tiles"
+    parts = [render.tile.s(blend, number, [col, row], [cols, rows], tiles_dir, settings)
+             .set(queue=queue) for row in range(rows) for col in range(cols)]
+    return jobs.submit(app, "render", parts,
+                       render.assemble_tiles.s(output).set(queue=queue),
+                       {"blend": blend, "frame": number, "grid": [cols, rows],
+                        "output": output})
+
+
+def _exists(path: str, kind: str) -> None:
+    if "://" not in path and not Path(path).is_file():
+        raise InvalidArgument(f"{kind}: {path!r} does not exist")

@@ -1,0 +1,119 @@
+"""``idle-accel submit``: send one of the shipped jobs to the fleet, and follow it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from compute import jobs, plans, render
+from compute.app import create_app
+from compute.errors import InvalidArgument
+from compute.settings import Settings
+from worker.cli.follow import follow, report
+
+submit = typer.Typer(help="Send a job to the fleet: render, embed, search, aggregate.",
+                     no_args_is_help=True)
+
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job to its end.")]
+Timeout = Annotated[float, typer.Option(help="Seconds to follow it before giving up.")]
+Gpu = Annotated[bool, typer.Option("--gpu", help="Send the parts to workers with a GPU.")]
+Region = Annotated[str | None, typer.Option(help="Run only on workers of this region.")]
+
+
+def _run(make: Any, wait: bool, timeout: float) -> None:
+    console = Console()
+    app = create_app(Settings.load())
+    try:
+        job: jobs.Job = make(app)
+        console.print(f"job [bold]{job.id}[/] ({job.kind}): {len(job.parts)} parts sent")
+        if not wait:
+            return
+        raise typer.Exit(report(follow(app, job, timeout=timeout, console=console), console))
+    finally:
+        app.close()
+
+
+def _pair(text: str, what: str, sep: str) -> tuple[int, int]:
+    try:
+        first, second = (int(part) for part in text.split(sep))
+    except ValueError:
+        raise InvalidArgument(f"{what} must look like 2{sep}3; got {text!r}") from None
+    return first, second
+
+
+@submit.command("aggregate")
+def aggregate(
+    source: Annotated[str, typer.Argument(help="CSV or Parquet file: a path or a URL.")],
+    spec: Annotated[str, typer.Option(help="The job as JSON, or @file.json (see README).")],
+    output: Annotated[str, typer.Option(help="Where the result goes (.csv, .parquet, .json).")],
+    chunk_mb: Annotated[float, typer.Option(help="CSV bytes per task, in MiB.")] = 8.0,
+    region: Region = None, wait: Wait = True, timeout: Timeout = 3600.0,
+) -> None:
+    """Filter and group-aggregate a table, chunk by chunk across volunteers."""
+    text = Path(spec[1:]).read_text() if spec.startswith("@") else spec
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"--spec is not JSON: {exc}") from None
+    _run(lambda app: plans.aggregate(app, source, parsed, output,
+                                     chunk_bytes=max(1, int(chunk_mb * 1024 * 1024)),
+                                     region=region), wait, timeout)
+
+
+@submit.command("embed")
+def embed(
+    corpus: Annotated[str, typer.Argument(help="Text file, one document per line.")],
+    output: Annotated[str, typer.Option(help="Where the embeddings go (.npy).")],
+    rows_per_part: Annotated[int, typer.Option(help="Documents per task.")] = 256,
+    gpu: Gpu = False, region: Region = None, wait: Wait = True, timeout: Timeout = 3600.0,
+) -> None:
+    """Embed every line of a corpus with MiniLM, in parts across volunteers."""
+    _run(lambda app: plans.embed(app, corpus, output, rows_per_part=rows_per_part, gpu=gpu,
+                                 region=region), wait, timeout)
+
+
+@submit.command("search")
+def search(
+    embeddings: Annotated[str, typer.Argument(help="The .npy an embed job wrote.")],
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option(help="How many best matches.")] = 5,
+    parts: Annotated[int, typer.Option(help="Tasks to split the search into.")] = 4,
+    corpus: Annotated[str | None, typer.Option(help="The corpus, to show matching text.")] = None,
+    gpu: Gpu = False, region: Region = None, wait: Wait = True, timeout: Timeout = 600.0,
+) -> None:
+    """Semantic search (top-k cosine) over embeddings, map/reduce across volunteers."""
+    _run(lambda app: plans.search(app, embeddings, query, k=k, parts=parts, corpus=corpus,
+                                  gpu=gpu, region=region), wait, timeout)
+
+
+@submit.command("render")
+def render_job(
+    output: Annotated[str, typer.Option(help="PNG of the frame (tiles), or a folder (frames).")],
+    blend: Annotated[str, typer.Option(help="The .blend scene.")] = str(render.DEMO_SCENE),
+    frames: Annotated[str | None, typer.Option(help="A frame range like 1-4.")] = None,
+    frame: Annotated[int, typer.Option(help="The frame to render in tiles.")] = 1,
+    tiles: Annotated[str, typer.Option(help="Tile grid, columns x rows.")] = "2x2",
+    samples: Annotated[int, typer.Option(help="Cycles samples per pixel.")] = 32,
+    seed: Annotated[int, typer.Option(help="Cycles sampling seed.")] = 0,
+    resolution: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT (default: the scene's).")]
+    = None,
+    gpu: Gpu = False, region: Region = None, wait: Wait = True, timeout: Timeout = 3600.0,
+) -> None:
+    """Render with Blender Cycles: a frame range, or one frame split into tiles."""
+    settings = {"samples": samples, "seed": seed,
+                "resolution": list(_pair(resolution, "--resolution", "x")) if resolution
+                else None}
+    if frames:
+        first, last = _pair(frames, "--frames", "-")
+        _run(lambda app: plans.render_frames(app, blend, first, last, output,
+                                             settings=settings, gpu=gpu, region=region),
+             wait, timeout)
+    else:
+        grid = _pair(tiles, "--tiles", "x")
+        _run(lambda app: plans.render_tiles(app, blend, frame, output, grid=grid,
+                                            settings=settings, gpu=gpu, region=region),
+             wait, timeout)
