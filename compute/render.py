@@ -24,7 +24,7 @@ from typing import Any
 
 from compute import validate
 from compute.errors import InvalidArgument
-from compute.sdk import compute_task
+from compute.sdk import compute_task, task_threads
 
 DEMO_SCENE = Path(__file__).with_name("assets") / "demo.blend"
 MAX_SAMPLES = 4096
@@ -115,6 +115,8 @@ def open_scene(blend: str, frame: int, settings: dict[str, Any], task: str
     scene.cycles.use_adaptive_sampling = False
     scene.cycles.use_denoising = False
     scene.render.dither_intensity = 0.0
+    scene.render.threads_mode = "FIXED"  # this task's share of the cores
+    scene.render.threads = task_threads()
     if settings["resolution"]:
         scene.render.resolution_x, scene.render.resolution_y = settings["resolution"]
         scene.render.resolution_percentage = 100

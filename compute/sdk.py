@@ -108,6 +108,18 @@ class ComputeTask(CheckpointTask):
         return result
 
 
+def task_threads() -> int:
+    """CPU threads one task may use: the machine's cores shared by the pool's processes.
+
+    ``idle-accel worker`` sets ``IDLE_ACCEL_TASK_THREADS``; engines (torch,
+    Cycles) follow it, so two pool processes on two cores do not fight over them.
+    """
+    try:
+        return max(1, int(os.environ["IDLE_ACCEL_TASK_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
+
+
 def compute_task(name: str, *, needs: Needs | None = None,
                  **options: Any) -> Callable[[Callable[..., Any]], Any]:
     """``@compute_task("team.name", needs=Needs(...))``: a bound Celery task on its queue."""

@@ -70,6 +70,12 @@ def run_worker(settings: Settings) -> int:
     hardware = capabilities.measure()
     queues = capabilities.queues_for(settings.queues, hardware, settings.region)
     install_gate(app, owner_loop(settings, node, queues, hardware))
+    # Each pool process gets its share of the cores: engines that use every
+    # core per process (torch, Cycles) would otherwise fight over them.
+    # (Several workers on one machine, as in the benchmarks: set it yourself.)
+    threads = max(1, hardware.cores // (settings.concurrency or hardware.cores))
+    threads = int(os.environ.setdefault("IDLE_ACCEL_TASK_THREADS", str(threads)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     options = {
         "hostname": node,
         "queues": list(queues),

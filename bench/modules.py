@@ -1,0 +1,157 @@
+"""Task module benchmark: render, embeddings and aggregation on 1 and 2 real workers.
+
+    python bench/modules.py [--quick]
+
+- Render: one frame of the demo scene in 8 tiles, on one worker and on two
+  (one pool process each): seconds, speed-up and efficiency per core, beside
+  the same frame rendered whole in this process without Celery.
+- Embeddings: documents per second of an embed job, one and two workers.
+- Aggregation: rows per second of a filter + group-by job over a CSV and a
+  Parquet file, one and two workers, beside pandas on the whole file.
+
+Workers are warmed first (model and Blender loaded), so the figures are the
+steady state a long-running volunteer sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compute import plans, render
+from compute.app import create_app
+from compute.settings import Settings
+from worker.idle import hostfile
+from worker.local.redis_server import RedisServer
+from worker.local.worker_process import WorkerProcess
+
+SPEC = {"filter": [["amount", ">", 20.0]], "group_by": ["country"],
+        "aggregate": {"total": ["amount", "sum"], "avg": ["amount", "mean"],
+                      "rows": ["*", "count"]}}
+
+
+@contextlib.contextmanager
+def fleet(count: int, workdir: Path, env: dict, app):
+    processes = []
+    try:
+        for index in range(count):
+            name = f"bench-{count}-{index}"
+            owner = workdir / f"{name}.owner"
+            hostfile.write(owner, {"state": "idle", "at": time.time()})
+            process = WorkerProcess(name, env=env, log_path=workdir / f"{name}.log",
+                                    args=["--concurrency", "1", "--sensor", f"file:{owner}",
+                                          "--sensor-max-age", "0", "--idle-after", "0",
+                                          "--loglevel", "WARNING"]).start()
+            processes.append(process)
+        for process in processes:
+            process.wait_ready(app)
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def timed(app, job) -> float:
+    started = time.perf_counter()
+    app.AsyncResult(job.assemble).get(timeout=3600)
+    return time.perf_counter() - started
+
+
+def warm(app, workdir: Path, corpus: str, count: int) -> None:
+    """Load Blender and the model in every worker's pool process."""
+    small = {"samples": 1, "seed": 0, "resolution": [16, 16]}
+    for _ in range(count):
+        app.AsyncResult(plans.render_tiles(app, str(render.DEMO_SCENE), 1,
+                                           str(workdir / "warm.png"), grid=(count, 1),
+                                           settings=small).assemble).get(timeout=600)
+        app.AsyncResult(plans.embed(app, corpus, str(workdir / "warm.npy"),
+                                    rows_per_part=1).assemble).get(timeout=600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Smaller inputs.")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="idle-accel-bench-"))
+    docs = 400 if args.quick else 2000
+    rows = 200_000 if args.quick else 2_000_000
+    settings = {"samples": 16 if args.quick else 64, "seed": 1, "resolution": [320, 240]}
+    corpus = workdir / "corpus.txt"
+    rng = np.random.default_rng(3)
+    words = ["volunteer", "compute", "idle", "owner", "render", "galaxy", "soup", "market",
+             "bicycle", "football", "telescope", "python", "celery", "redis", "cat"]
+    corpus.write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(docs)) + "\n")
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    frame = pd.DataFrame({"country": rng.choice(["fr", "de", "it", "es"], rows),
+                          "amount": rng.normal(50, 20, rows).round(2)})
+    frame.to_csv(workdir / "t.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), workdir / "t.parquet",
+                   row_group_size=rows // 16)
+    print(f"machine: {os.cpu_count()} CPUs; render 320x240, {settings['samples']} samples, "
+          f"8 tiles; {docs} documents; {rows:,} rows")
+
+    started = time.perf_counter()
+    from unittest import mock  # run the task body here, without Celery
+
+    with mock.patch.object(type(render.frame), "request",
+                           mock.Mock(hostname="local", id=None, called_directly=True),
+                           create=True):
+        render.frame.run(str(render.DEMO_SCENE), 1, str(workdir / "local"), settings)
+    local_render = time.perf_counter() - started
+    local_pandas = {}
+    for kind in ("csv", "parquet"):
+        started = time.perf_counter()
+        table = pd.read_csv(workdir / "t.csv") if kind == "csv" else pd.read_parquet(
+            workdir / "t.parquet")
+        kept = table[table.amount > 20.0]
+        kept.groupby("country").amount.agg(["sum", "mean", "size"])
+        local_pandas[kind] = rows / (time.perf_counter() - started)
+
+    figures = {}
+    with RedisServer(workdir / "redis") as server:
+        env = {"CELERY_BROKER_URL": server.url(0)}
+        app = create_app(Settings.load(broker_url=server.url(0)))
+        for count in (1, 2):
+            # The machine's cores shared by the workers on it, as one worker shares
+            # them among its pool processes.
+            threads = str(max(1, (os.cpu_count() or 1) // count))
+            with fleet(count, workdir, {**env, "IDLE_ACCEL_TASK_THREADS": threads}, app):
+                warm(app, workdir, str(corpus), count)
+                figures[("render", count)] = timed(app, plans.render_tiles(
+                    app, str(render.DEMO_SCENE), 1, str(workdir / f"r{count}.png"),
+                    grid=(4, 2), settings=settings))
+                figures[("embed", count)] = docs / timed(app, plans.embed(
+                    app, str(corpus), str(workdir / f"e{count}.npy"), rows_per_part=100))
+                for kind in ("csv", "parquet"):
+                    figures[(kind, count)] = rows / timed(app, plans.aggregate(
+                        app, str(workdir / f"t.{kind}"), SPEC, str(workdir / f"a{count}.csv"),
+                        chunk_bytes=max(1, (workdir / "t.csv").stat().st_size // 16)))
+        app.close()
+
+    one, two = figures[("render", 1)], figures[("render", 2)]
+    print()
+    print(f"{'render, 8 tiles':<34}{'seconds':>10}{'speed-up':>10}{'per core':>10}")
+    print(f"{'whole frame, this process':<34}{local_render:>10.2f}")
+    print(f"{'1 worker':<34}{one:>10.2f}{1.0:>10.2f}{1.0:>10.2f}")
+    print(f"{'2 workers':<34}{two:>10.2f}{one / two:>10.2f}{one / two / 2:>10.2f}")
+    print()
+    print(f"{'throughput':<34}{'1 worker':>12}{'2 workers':>12}{'pandas':>12}")
+    print(f"{'embeddings / s':<34}{figures[('embed', 1)]:>12.0f}{figures[('embed', 2)]:>12.0f}")
+    for kind in ("csv", "parquet"):
+        print(f"{'aggregation rows / s, ' + kind:<34}{figures[(kind, 1)]:>12,.0f}"
+              f"{figures[(kind, 2)]:>12,.0f}{local_pandas[kind]:>12,.0f}")
+
+
+if __name__ == "__main__":
+    main()
