@@ -92,7 +92,11 @@ def embed_part(self, corpus: str, start: int, end: int, out_dir: str) -> dict:
 
     lines = read_lines(corpus, self.name)
     start, end = _range(self.name, start, end, len(lines))
-    vectors = encode(lines[start:end])
+    batches = []
+    for first in range(start, end, 64):  # progress per batch: Flower and `job status` show it
+        self.progress(first - start, end - start)
+        batches.append(encode(lines[first:min(end, first + 64)]))
+    vectors = np.concatenate(batches)
     path = Path(out_dir) / f"part-{start:09d}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)

@@ -60,12 +60,13 @@ def assert_equal_to_pandas(output: str, frame: pd.DataFrame) -> None:
                                    rtol=1e-9, err_msg=column)
 
 
-@pytest.mark.parametrize("kind", ["csv", "parquet"])
+@pytest.mark.parametrize("kind", ["csv", "parquet", "url"])
 def test_aggregate_across_two_workers_equals_pandas(app, workers, table, kind, tmp_path):
     nodes = {workers(name, "--concurrency", "1").node for name in ("data-a", "data-b")}
     output = str(tmp_path / "result.csv")
+    source = f"file://{table['parquet']}" if kind == "url" else table[kind]
 
-    job = plans.aggregate(app, table[kind], SPEC, output, chunk_bytes=50_000)
+    job = plans.aggregate(app, source, SPEC, output, chunk_bytes=50_000)
     summary = app.AsyncResult(job.assemble).get(timeout=TIMEOUT)
 
     assert len(job.parts) >= 8
