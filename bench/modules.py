@@ -74,7 +74,7 @@ def warm(app, workdir: Path, corpus: str, count: int) -> None:
                                            str(workdir / "warm.png"), grid=(count, 1),
                                            settings=small).assemble).get(timeout=600)
         app.AsyncResult(plans.embed(app, corpus, str(workdir / "warm.npy"),
-                                    rows_per_part=1).assemble).get(timeout=600)
+                                    rows_per_part=500).assemble).get(timeout=600)
 
 
 def main() -> None:

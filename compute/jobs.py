@@ -20,6 +20,10 @@ from celery import Celery, Signature, chord
 from compute import keys
 from compute.errors import JobError
 
+#: The assemble task receives every part's (small) result in one message:
+#: beyond this many parts that message outgrows the limit. Use bigger parts.
+MAX_PARTS = 1000
+
 
 @dataclass
 class Job:
@@ -36,6 +40,9 @@ def submit(app: Celery, kind: str, parts: list[Signature], assemble: Signature,
     """Send ``parts`` and, once all succeeded, ``assemble`` with their results in order."""
     if not parts:
         raise JobError(f"{kind}: nothing to do (the job has no parts)")
+    if len(parts) > MAX_PARTS:
+        raise JobError(f"{kind}: {len(parts)} parts is more than {MAX_PARTS} for one job; "
+                       "make each part bigger")
     result = chord(parts)(assemble)
     job = Job(id=result.id, kind=kind, parts=[part.id for part in result.parent.results],
               assemble=result.id, created=time.time(), details=details or {})

