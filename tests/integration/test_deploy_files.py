@@ -1,8 +1,9 @@
 """Shipped deployment files: valid, credentials mandatory, locked down, non-root.
 
 No Docker engine runs here, so the compose file is checked offline with
-``docker-compose config`` and the Dockerfile with hadolint; the container's
-entrypoint (``idle-accel worker``) is exercised as a plain process elsewhere.
+``docker-compose config`` (every profile) and the Dockerfile with hadolint;
+the container's entrypoint and healthcheck run as plain processes; the host
+sensor units are parsed and their command run.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ def tool(name: str) -> str:
     pytest.skip(f"{name} is not installed on this machine (.ci/run installs it)")
 
 
-def compose_config(tmp_path: Path, env_text: str) -> subprocess.CompletedProcess[str]:
+PROFILES = ("gpu", "dedicated", "sensor")
+SECRETS = "REDIS_PASSWORD=pw-1\nFLOWER_USER=u\nFLOWER_PASSWORD=pw-2\n"
+
+
+def compose_config(tmp_path: Path, env_text: str, *profiles: str
+                   ) -> subprocess.CompletedProcess[str]:
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
     (tmp_path / ".env").write_text(env_text)
     clean_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    return subprocess.run([tool("docker-compose"), "config"], cwd=tmp_path, env=clean_env,
-                          capture_output=True, text=True, timeout=60)
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run([tool("docker-compose"), *flags, "config"], cwd=tmp_path,
+                          env=clean_env, capture_output=True, text=True, timeout=60)
 
 
 def test_compose_file_is_valid_with_the_example_env(tmp_path):
@@ -40,7 +47,47 @@ def test_compose_file_is_valid_with_the_example_env(tmp_path):
 
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
-    assert set(services) >= {"redis", "flower", "worker"}
+    always = {name for name, service in services.items() if not service.get("profiles")}
+    assert always == {"redis", "flower", "metrics", "worker"}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_each_profile_is_valid_and_adds_its_service(tmp_path, profile):
+    done = compose_config(tmp_path, (ROOT / ".env.example").read_text(), profile)
+
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    added = {"gpu": "worker-gpu", "dedicated": "worker-dedicated", "sensor": "sensor"}[profile]
+    assert services[added]["profiles"] == [profile]  # only started when asked for
+    if profile == "gpu":
+        devices = services[added]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+    if profile == "dedicated":
+        assert services[added]["command"][:3] == ["worker", "--mode", "dedicated"]
+    if profile == "sensor":
+        assert services[added]["pid"] == "host"
+        assert services[added]["entrypoint"][:2] == ["idle-accel", "sensor"]
+        assert services[added]["read_only"] is True and services[added]["cap_drop"] == ["ALL"]
+
+
+def test_every_service_of_the_image_is_locked_down_and_bound_to_localhost(tmp_path):
+    done = compose_config(tmp_path, SECRETS, *PROFILES)
+    services = yaml.safe_load(done.stdout)["services"]
+
+    ours = {name: service for name, service in services.items()
+            if service.get("image") == "idle-accelerator:local"}
+    assert set(ours) == {"flower", "metrics", "worker", "worker-gpu", "worker-dedicated",
+                         "sensor"}
+    for name, service in ours.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert "user" not in service, name  # the image's fixed non-root UID
+        for port in service.get("ports", []):
+            published = port if isinstance(port, str) else f"{port.get('host_ip')}:"
+            assert published.startswith("127.0.0.1:"), (name, port)
+    for name in ("worker", "worker-gpu", "worker-dedicated"):
+        assert "cpus" in services[name] and "mem_limit" in services[name], name
 
 
 def test_compose_refuses_to_start_without_credentials(tmp_path):
@@ -51,7 +98,7 @@ def test_compose_refuses_to_start_without_credentials(tmp_path):
 
 
 def test_compose_services_carry_credentials_and_are_locked_down(tmp_path):
-    done = compose_config(tmp_path, "REDIS_PASSWORD=pw-1\nFLOWER_USER=u\nFLOWER_PASSWORD=pw-2\n")
+    done = compose_config(tmp_path, SECRETS)
     services = yaml.safe_load(done.stdout)["services"]
 
     redis, flower, worker = services["redis"], services["flower"], services["worker"]

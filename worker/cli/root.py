@@ -12,6 +12,8 @@ from worker.cli import (
     demo_cmd,
     fleet_cmd,
     job_cmd,
+    metrics_cmd,
+    ping_cmd,
     sensor_cmd,
     submit_cmd,
     worker_cmd,
@@ -28,6 +30,8 @@ cli.command("worker")(worker_cmd.worker)
 cli.command("config")(config_cmd.config)
 cli.command("sensor")(sensor_cmd.sensor)
 cli.command("demo")(demo_cmd.demo)
+cli.command("metrics")(metrics_cmd.metrics)
+cli.command("ping")(ping_cmd.ping)
 cli.add_typer(fleet_cmd.fleet, name="fleet")
 cli.add_typer(submit_cmd.submit, name="submit")
 cli.add_typer(job_cmd.job, name="job")
