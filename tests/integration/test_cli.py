@@ -19,8 +19,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["config"], ["demo"], ["sensor"], ["fleet"],
-                                     ["fleet", "status"]])
+@pytest.mark.parametrize("command", [
+    [], ["worker"], ["config"], ["demo"], ["sensor"], ["fleet"], ["fleet", "status"],
+    ["submit"], ["submit", "render"], ["submit", "embed"], ["submit", "search"],
+    ["submit", "aggregate"], ["job", "status"], ["metrics"], ["ping"], ["volunteer", "up"],
+    ["volunteer", "down"], ["volunteer", "status"]])
 def test_every_command_has_help(command):
     done = run_cli(*command, "--help")
     assert done.returncode == 0, done.stderr

@@ -155,3 +155,14 @@ def test_the_metrics_endpoint_shows_owner_state_consumption_and_queues(
     assert 'idle_accel_workers{mode="volunteer",state="busy"} 1' in text
     assert 'idle_accel_queue_length{queue="emergency"} 1' in text
     assert "# TYPE idle_accel_worker_up gauge" in text
+
+
+def test_volunteer_up_without_a_docker_engine_says_so_and_starts_nothing(tmp_path):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+
+    done = subprocess.run([*cli_command(), "volunteer", "up", "--sensor-dir", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert "no Docker engine reachable" in done.stderr
+    assert not (tmp_path / "sensor.pid").exists()  # the sensor was not left running

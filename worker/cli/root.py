@@ -16,6 +16,7 @@ from worker.cli import (
     ping_cmd,
     sensor_cmd,
     submit_cmd,
+    volunteer_cmd,
     worker_cmd,
 )
 
@@ -35,6 +36,7 @@ cli.command("ping")(ping_cmd.ping)
 cli.add_typer(fleet_cmd.fleet, name="fleet")
 cli.add_typer(submit_cmd.submit, name="submit")
 cli.add_typer(job_cmd.job, name="job")
+cli.add_typer(volunteer_cmd.volunteer, name="volunteer")
 
 
 def main() -> None:

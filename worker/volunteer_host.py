@@ -1,0 +1,143 @@
+"""The host helper for volunteers who do not write compose files (``idle-accel volunteer``).
+
+``up`` starts the host's owner sensor (``idle-accel sensor --out DIR/state``, a
+background process in the owner's session) and the worker container through
+the Docker SDK, locked down exactly like the compose file: read-only root,
+every capability dropped, no new privileges, CPU and memory limits, the
+sensor folder mounted read-only, the GPUs passed through when asked.
+``down`` stops both; ``status`` tells what runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compute.errors import IdleAccelError
+
+CONTAINER = "idle-accel-worker"
+LABEL = "org.idle-accelerator.role"
+
+
+@dataclass(frozen=True)
+class Plan:
+    image: str
+    broker_url: str
+    sensor_dir: Path
+    cpus: float = 2.0
+    memory: str = "2g"
+    gpus: bool = False
+    concurrency: int | None = None
+    region: str | None = None
+    name: str = CONTAINER
+
+
+def container_spec(plan: Plan) -> dict[str, Any]:
+    """Keyword arguments of ``docker.containers.run`` for the worker container."""
+    from docker.types import DeviceRequest
+
+    environment = {"CELERY_BROKER_URL": plan.broker_url}
+    if plan.concurrency:
+        environment["IDLE_ACCEL_CONCURRENCY"] = str(plan.concurrency)
+    if plan.region:
+        environment["IDLE_ACCEL_REGION"] = plan.region
+    spec: dict[str, Any] = {
+        "image": plan.image, "name": plan.name, "detach": True,
+        "environment": environment,
+        "volumes": {str(plan.sensor_dir): {"bind": "/run/idle-accel", "mode": "ro"}},
+        "read_only": True, "tmpfs": {"/tmp": ""},  # noqa: S108 - the container's own tmpfs
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "nano_cpus": int(plan.cpus * 1e9), "mem_limit": plan.memory,
+        "restart_policy": {"Name": "unless-stopped"},
+        "labels": {LABEL: "worker"},
+    }
+    if plan.gpus:
+        spec["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    return spec
+
+
+def docker_client() -> Any:
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        raise IdleAccelError(f"no Docker engine reachable: {exc}") from None
+    return client
+
+
+def _pid_file(sensor_dir: Path) -> Path:
+    return sensor_dir / "sensor.pid"
+
+
+def sensor_pid(sensor_dir: Path) -> int | None:
+    """The host sensor's PID when it runs, else None."""
+    try:
+        pid = int(_pid_file(sensor_dir).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def start_sensor(sensor_dir: Path, command: list[str]) -> int:
+    """Start ``idle-accel sensor --out DIR/state`` in the background (once)."""
+    running = sensor_pid(sensor_dir)
+    if running:
+        return running
+    sensor_dir.mkdir(parents=True, exist_ok=True)
+    log = (sensor_dir / "sensor.log").open("ab")
+    process = subprocess.Popen([*command, "sensor", "--out", str(sensor_dir / "state")],  # noqa: S603
+                               stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    _pid_file(sensor_dir).write_text(str(process.pid))
+    return process.pid
+
+
+def stop_sensor(sensor_dir: Path) -> bool:
+    pid = sensor_pid(sensor_dir)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    _pid_file(sensor_dir).unlink(missing_ok=True)
+    return True
+
+
+def up(plan: Plan, command: list[str], client: Any = None) -> dict[str, Any]:
+    """Start the sensor, then the container (replacing a stopped one of the same name)."""
+    client = client or docker_client()  # before the sensor: nothing starts without Docker
+    pid = start_sensor(plan.sensor_dir, command)
+    with contextlib.suppress(Exception):
+        old = client.containers.get(plan.name)
+        old.remove(force=True)
+    container = client.containers.run(**container_spec(plan))
+    return {"container": container.name, "sensor_pid": pid}
+
+
+def down(sensor_dir: Path, name: str = CONTAINER, client: Any = None) -> dict[str, Any]:
+    """Stop the container (its running tasks go back to the queue) and the sensor."""
+    client = client or docker_client()
+    stopped = False
+    with contextlib.suppress(Exception):
+        container = client.containers.get(name)
+        container.stop(timeout=60)  # SIGTERM: a warm shutdown, suspended tasks requeued
+        container.remove()
+        stopped = True
+    return {"container_stopped": stopped, "sensor_stopped": stop_sensor(sensor_dir)}
+
+
+def status(sensor_dir: Path, name: str = CONTAINER, client: Any = None) -> dict[str, Any]:
+    state = None
+    with contextlib.suppress(Exception):
+        state = (client or docker_client()).containers.get(name).status
+    sensor_file = sensor_dir / "state"
+    return {"container": state or "absent", "sensor_pid": sensor_pid(sensor_dir),
+            "sensor_file": sensor_file.read_text()[:500] if sensor_file.exists() else None}
