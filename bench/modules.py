@@ -3,8 +3,9 @@
     python bench/modules.py [--quick]
 
 - Render: one frame of the demo scene in 8 tiles, on one worker and on two
-  (one pool process each): seconds, speed-up and efficiency per core, beside
-  the same frame rendered whole in this process without Celery.
+  (one pool process and one core each): seconds, speed-up and efficiency per
+  core, beside the same frame rendered whole in this process (all cores)
+  without Celery.
 - Embeddings: documents per second of an embed job, one and two workers.
 - Aggregation: rows per second of a filter + group-by job over a CSV and a
   Parquet file, one and two workers, beside pandas on the whole file.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +35,18 @@ from compute.settings import Settings
 from worker.idle import hostfile
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
+
+LOCAL_RENDER = """
+import sys, time
+from unittest import mock
+sys.path.insert(0, {root!r})
+from compute import render
+with mock.patch.object(type(render.frame), "request",
+                       mock.Mock(hostname="local", id=None, called_directly=True), create=True):
+    started = time.perf_counter()
+    render.frame.run(str(render.DEMO_SCENE), 1, {out!r}, {settings!r})
+print(time.perf_counter() - started)
+"""
 
 SPEC = {"filter": [["amount", ">", 20.0]], "group_by": ["country"],
         "aggregate": {"total": ["amount", "sum"], "avg": ["amount", "mean"],
@@ -66,15 +80,32 @@ def timed(app, job) -> float:
     return time.perf_counter() - started
 
 
-def warm(app, workdir: Path, corpus: str, count: int) -> None:
-    """Load Blender and the model in every worker's pool process."""
-    small = {"samples": 1, "seed": 0, "resolution": [16, 16]}
-    for _ in range(count):
-        app.AsyncResult(plans.render_tiles(app, str(render.DEMO_SCENE), 1,
-                                           str(workdir / "warm.png"), grid=(count, 1),
-                                           settings=small).assemble).get(timeout=600)
-        app.AsyncResult(plans.embed(app, corpus, str(workdir / "warm.npy"),
-                                    rows_per_part=500).assemble).get(timeout=600)
+def warm(app, workdir: Path, module: str, corpus: str, count: int) -> None:
+    """Load Blender or the model in every worker's pool process (one part each)."""
+    if module == "render":
+        small = {"samples": 1, "seed": 0, "resolution": [16, 16]}
+        job = plans.render_tiles(app, str(render.DEMO_SCENE), 1, str(workdir / "warm.png"),
+                                 grid=(count, 1), settings=small)
+    elif module == "embed":
+        job = plans.embed(app, corpus, str(workdir / "warm.npy"), rows_per_part=500)
+    else:
+        return
+    app.AsyncResult(job.assemble).get(timeout=600)
+
+
+def measure(app, workdir: Path, module: str, count: int, settings: dict, corpus: str,
+            docs: int, rows: int) -> float:
+    """Seconds for the render; documents or rows per second for the others."""
+    if module == "render":
+        return timed(app, plans.render_tiles(app, str(render.DEMO_SCENE), 1,
+                                             str(workdir / f"r{count}.png"), grid=(4, 2),
+                                             settings=settings))
+    if module == "embed":
+        return docs / timed(app, plans.embed(app, corpus, str(workdir / f"e{count}.npy"),
+                                             rows_per_part=100))
+    chunk = max(1, (workdir / "t.csv").stat().st_size // 16)
+    return rows / timed(app, plans.aggregate(app, str(workdir / f"t.{module}"), SPEC,
+                                             str(workdir / f"a{count}.csv"), chunk_bytes=chunk))
 
 
 def main() -> None:
@@ -101,14 +132,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs; render 320x240, {settings['samples']} samples, "
           f"8 tiles; {docs} documents; {rows:,} rows")
 
-    started = time.perf_counter()
-    from unittest import mock  # run the task body here, without Celery
-
-    with mock.patch.object(type(render.frame), "request",
-                           mock.Mock(hostname="local", id=None, called_directly=True),
-                           create=True):
-        render.frame.run(str(render.DEMO_SCENE), 1, str(workdir / "local"), settings)
-    local_render = time.perf_counter() - started
+    # The reference render runs in its own process: Blender's threads would
+    # otherwise linger in this one and compete with the workers.
+    local_render = float(subprocess.run([sys.executable, "-c", LOCAL_RENDER.format(
+        root=str(Path(__file__).resolve().parents[1]), out=str(workdir / "local"),
+        settings=settings)], check=True, capture_output=True, text=True).stdout.split()[-1])
     local_pandas = {}
     for kind in ("csv", "parquet"):
         started = time.perf_counter()
@@ -122,32 +150,26 @@ def main() -> None:
     with RedisServer(workdir / "redis") as server:
         env = {"CELERY_BROKER_URL": server.url(0)}
         app = create_app(Settings.load(broker_url=server.url(0)))
-        for count in (1, 2):
-            # The machine's cores shared by the workers on it, as one worker shares
-            # them among its pool processes.
-            threads = str(max(1, (os.cpu_count() or 1) // count))
-            with fleet(count, workdir, {**env, "IDLE_ACCEL_TASK_THREADS": threads}, app):
-                warm(app, workdir, str(corpus), count)
-                figures[("render", count)] = timed(app, plans.render_tiles(
-                    app, str(render.DEMO_SCENE), 1, str(workdir / f"r{count}.png"),
-                    grid=(4, 2), settings=settings))
-                figures[("embed", count)] = docs / timed(app, plans.embed(
-                    app, str(corpus), str(workdir / f"e{count}.npy"), rows_per_part=100))
-                for kind in ("csv", "parquet"):
-                    figures[(kind, count)] = rows / timed(app, plans.aggregate(
-                        app, str(workdir / f"t.{kind}"), SPEC, str(workdir / f"a{count}.csv"),
-                        chunk_bytes=max(1, (workdir / "t.csv").stat().st_size // 16)))
+        # One core per worker, and fresh workers for each module (engines
+        # never share a process here): 1 worker uses one core, 2 use two.
+        for module in ("render", "embed", "csv", "parquet"):
+            for count in (1, 2):
+                with fleet(count, workdir, {**env, "IDLE_ACCEL_TASK_THREADS": "1"}, app):
+                    warm(app, workdir, module, str(corpus), count)
+                    figures[(module, count)] = measure(app, workdir, module, count, settings,
+                                                       str(corpus), docs, rows)
         app.close()
 
     one, two = figures[("render", 1)], figures[("render", 2)]
     print()
     print(f"{'render, 8 tiles':<34}{'seconds':>10}{'speed-up':>10}{'per core':>10}")
-    print(f"{'whole frame, this process':<34}{local_render:>10.2f}")
+    print(f"{'whole frame, one process, all cores':<34}{local_render:>10.2f}")
     print(f"{'1 worker':<34}{one:>10.2f}{1.0:>10.2f}{1.0:>10.2f}")
     print(f"{'2 workers':<34}{two:>10.2f}{one / two:>10.2f}{one / two / 2:>10.2f}")
     print()
     print(f"{'throughput':<34}{'1 worker':>12}{'2 workers':>12}{'pandas':>12}")
     print(f"{'embeddings / s':<34}{figures[('embed', 1)]:>12.0f}{figures[('embed', 2)]:>12.0f}")
+    print("(one core per worker)")
     for kind in ("csv", "parquet"):
         print(f"{'aggregation rows / s, ' + kind:<34}{figures[(kind, 1)]:>12,.0f}"
               f"{figures[(kind, 2)]:>12,.0f}{local_pandas[kind]:>12,.0f}")
