@@ -31,3 +31,6 @@ def worker(node: str) -> str:
 
 
 WORKER_PATTERN = f"{PREFIX}worker:*"
+
+#: The fleet's mode (JSON): absent for normal work, ``{"emergency": true, ...}``.
+FLEET_MODE = f"{PREFIX}fleet:mode"

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     mode: Literal["volunteer", "dedicated"] = Field(
         "volunteer", description="volunteer: obey the owner; dedicated: always on."
     )
+    allow_emergency_when_busy: bool = Field(
+        False, description="Take emergency work even while the owner is busy (opt-in)."
+    )
     sensor: str = Field(
         "auto", description="Owner sensor: 'auto' (local detectors) or 'file:PATH' (host file)."
     )

@@ -23,7 +23,9 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps, signals
 from celery.worker import state as worker_state
+from celery.worker.control import control_command
 
+from worker.fleet_mode import Mode
 from worker.gate import Held
 from worker.lease import LeaseKeeper
 
@@ -88,7 +90,8 @@ class CeleryActuator:
 
     def held(self) -> list[Held]:
         return [Held(task_id=request.id, name=request.name,
-                     worker_pid=request.worker_pid, delivery_tag=_tag(request))
+                     worker_pid=request.worker_pid, delivery_tag=_tag(request),
+                     queue=str((request.delivery_info or {}).get("routing_key") or ""))
                 for request in _held_requests()]
 
 
@@ -166,6 +169,18 @@ class LeaseStep(bootsteps.StartStopStep):
         return {"leases": {"interval": round(self.interval, 3),
                            "renewed": keeper.renewed if keeper else 0,
                            "lost": list(keeper.lost) if keeper else []}}
+
+
+@control_command(args=[("emergency", bool), ("requeue_running", bool)],
+                 signature="<emergency> <requeue_running>")
+def idle_accel_fleet_mode(state: Any, emergency: bool = False,
+                          requeue_running: bool = False) -> dict[str, str]:
+    """Remote control: switch this worker to the emergency queues, or back."""
+    owner = getattr(state.consumer.app, OWNER_ATTR, None)
+    if owner is None:
+        return {"ok": "not an idle-accel worker: ignored"}
+    owner.set_mode(Mode(bool(emergency), bool(requeue_running)))
+    return {"ok": "emergency" if emergency else "normal"}
 
 
 def install_leases(app: Celery) -> None:

@@ -38,6 +38,7 @@ class Held:
     name: str
     worker_pid: int | None  # the pool child running it; None until it starts
     delivery_tag: str | None
+    queue: str = ""  # the queue it came from
 
 
 class Actuator(Protocol):
@@ -60,9 +61,12 @@ class ProcessControl:
 
 class Gate:
     def __init__(self, actuator: Actuator, queues: Sequence[str], *,
+                 emergency_queues: Sequence[str] = (),
                  procs: ProcessControl | None = None) -> None:
         self.actuator = actuator
-        self.queues = tuple(queues)
+        self.normal_queues = tuple(queues)
+        self.emergency_queues = tuple(emergency_queues)
+        self.emergency = False  # fleet mode: consume only the emergency queues
         self.procs = procs or ProcessControl()
         self.state: OwnerState | None = None  # the state last fully applied
         self.wanted: tuple[str, ...] = ()  # consume nothing until the owner is known away
@@ -71,6 +75,25 @@ class Gate:
         self.stopped: list[int] = []
         self.preempted: list[str] = []  # task ids ended by preemption, newest last
         self._lock = threading.Lock()
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues to consume while the owner is away, in the fleet's mode."""
+        return self.emergency_queues if self.emergency else self.normal_queues
+
+    def set_emergency(self, on: bool, *, requeue_running: bool = False) -> None:
+        """Switch to the emergency queues (or back); applied on the next ``apply``.
+
+        With ``requeue_running``, normal tasks held when the switch turns on are
+        ended and go back to their queue; otherwise they finish.
+        """
+        with self._lock:
+            switching_on = on and not self.emergency
+            self.emergency = on
+            if self.state is OwnerState.IDLE:
+                self._consume(self.queues)  # stop taking normal work first
+            if switching_on and requeue_running:
+                self._preempt(skip=set(self.emergency_queues))
 
     def apply(self, state: OwnerState) -> None:
         """Make consumption and task processes match ``state``."""
@@ -120,9 +143,10 @@ class Gate:
             self.procs.resume(self.procs.pool())
             self.suspended, self.stopped = False, []
 
-    def _preempt(self) -> None:
+    def _preempt(self, skip: set[str] | None = None) -> None:
         ended = set(self.preempted)
-        held = [task for task in self.actuator.held() if task.task_id not in ended]
+        held = [task for task in self.actuator.held()
+                if task.task_id not in ended and task.queue not in (skip or set())]
         if not held:
             return
         roots = {task.worker_pid for task in held if task.worker_pid}

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.background import Background
+from worker.fleet_mode import Mode
 from worker.gate import Gate
 from worker.idle.monitor import Monitor
 from worker.idle.reading import Reading
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 class OwnerLoop:
     def __init__(self, gate: Gate, monitor: Monitor | None, publisher: Publisher, *,
                  static: dict[str, Any], fast: float, slow: float, report_every: float,
-                 extra: Callable[[], dict[str, Any]] = dict) -> None:
+                 extra: Callable[[], dict[str, Any]] = dict,
+                 fleet_mode: Callable[[], Mode] | None = None,
+                 emergency_when_busy: bool = False) -> None:
         self.gate = gate
         self.monitor = monitor  # None: dedicated, the owner is not watched
         self.publisher = publisher
@@ -39,13 +42,31 @@ class OwnerLoop:
         self.fast, self.slow = fast, slow
         self.report_every = report_every
         self._extra = extra
+        self._fleet_mode = fleet_mode
+        self.emergency_when_busy = emergency_when_busy
         self.decision: Decision | None = None
         self._reported_at = -float("inf")
         self._reported: tuple[Any, ...] = ()
         self._loop = Background("idle-accel-owner", self._run)
 
+    def set_mode(self, mode: Mode) -> None:
+        """Follow the fleet's mode (from the broadcast, or read from Redis)."""
+        if mode.emergency != self.gate.emergency:
+            log.warning("fleet mode: %s", "EMERGENCY" if mode.emergency else "normal")
+        self.gate.set_emergency(mode.emergency, requeue_running=mode.requeue_running)
+
+    def _refresh_mode(self) -> None:
+        if self._fleet_mode is None:
+            return
+        try:
+            self.set_mode(self._fleet_mode())
+        except Exception as exc:  # the broker may be restarting: keep the mode we have
+            log.debug("fleet mode not read: %s", exc)
+
     def on_tick(self, _reading: Reading | None, decision: Decision | None) -> None:
         state = OwnerState.IDLE if decision is None else decision.state
+        if self.gate.emergency and self.emergency_when_busy:
+            state = OwnerState.IDLE  # this volunteer opted in: emergency work even when busy
         self.gate.apply(state)
         self.decision = decision
         now = time.monotonic()
@@ -53,6 +74,8 @@ class OwnerLoop:
         # counts ride on the heartbeat (counting them every tick costs the loop).
         shown = (self.gate.state, self.gate.consuming)
         if shown != self._reported or now - self._reported_at >= self.report_every:
+            if now - self._reported_at >= self.report_every:
+                self._refresh_mode()  # catch up on a missed broadcast
             self.publisher.publish(self.document())
             self._reported_at, self._reported = now, shown
 
@@ -74,6 +97,8 @@ class OwnerLoop:
             "running": 0 if suspended else len(held),
             "suspended": len(held) if suspended else 0,
             "stopped_processes": len(self.gate.stopped),
+            "fleet_mode": "emergency" if self.gate.emergency else "normal",
+            "emergency_when_busy": self.emergency_when_busy,
             **self._extra(),
         }
 
@@ -93,6 +118,7 @@ class OwnerLoop:
             self.gate.apply(OwnerState.BUSY)
 
     def start(self) -> None:
+        self._refresh_mode()  # a worker that joins late learns the mode first
         self._loop.start()
 
     def stop(self) -> None:

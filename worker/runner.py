@@ -11,7 +11,7 @@ from celery.utils.nodenames import default_nodename, host_format
 
 from compute.app import create_app
 from compute.settings import Settings
-from worker import capabilities
+from worker import capabilities, fleet_mode
 from worker.celery_gate import CeleryActuator, install_gate
 from worker.gate import Gate
 from worker.idle.detector import local_sampler, thresholds
@@ -53,10 +53,14 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
         "queues": list(queues), "sensor": settings.sensor, "hardware": hardware.to_json(),
         "concurrency": settings.concurrency or hardware.cores,
     }
-    return OwnerLoop(Gate(CeleryActuator(), queues), monitor_for(settings),
+    gate = Gate(CeleryActuator(), queues,
+                emergency_queues=fleet_mode.emergency_queues(settings.region))
+    return OwnerLoop(gate, monitor_for(settings),
                      Publisher(lambda: client, node, settings.status_interval),
                      static=static, fast=settings.poll_interval, slow=settings.sample_interval,
-                     report_every=settings.status_interval)
+                     report_every=settings.status_interval,
+                     fleet_mode=lambda: fleet_mode.read(client),
+                     emergency_when_busy=settings.allow_emergency_when_busy)
 
 
 def run_worker(settings: Settings) -> int:

@@ -126,3 +126,30 @@ def test_release_while_idle_leaves_running_tasks_to_finish():
     gate.release()
 
     assert celery.log == []
+
+
+def test_emergency_switches_queues_before_it_requeues_normal_work_and_spares_urgent_work():
+    held = [Held("normal", "compute.diag.sleep", 11, "t1", queue="cpu"),
+            Held("urgent", "compute.diag.noop", 12, "t2", queue="emergency")]
+    celery = FakeCelery(held)
+    gate = Gate(celery, ("cpu",), emergency_queues=("emergency",), procs=control(celery.log))
+    gate.apply(OwnerState.IDLE)
+    celery.log.clear()
+
+    gate.set_emergency(True, requeue_running=True)
+    gate.apply(OwnerState.IDLE)
+    gate.set_emergency(False)
+
+    assert celery.log == [("queues", ("emergency",)), ("kill", (11,)), ("queues", ("cpu",))]
+    assert gate.preempted == ["normal"]
+
+
+def test_emergency_without_requeue_lets_running_work_finish():
+    celery = FakeCelery([Held("normal", "compute.diag.sleep", 11, "t1", queue="cpu")])
+    gate = Gate(celery, ("cpu",), emergency_queues=("emergency",), procs=control(celery.log))
+    gate.apply(OwnerState.IDLE)
+
+    gate.set_emergency(True)
+
+    assert not [entry for entry in celery.log if entry[0] == "kill"]
+    assert gate.queues == ("emergency",)

@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from compute.app import create_app
+from compute.errors import ConfigError
 from compute.settings import Settings
+from worker import fleet_mode
 from worker.status import read_fleet
 
 fleet = typer.Typer(help="See and steer the whole fleet.", no_args_is_help=True)
@@ -52,4 +55,54 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     console = Console()
     console.print(table)
     consuming = sum(1 for document in workers if document.get("consuming"))
-    console.print(f"{len(workers)} workers, {consuming} consuming")
+    modes = {document.get("fleet_mode", "normal") for document in workers}
+    console.print(f"{len(workers)} workers, {consuming} consuming; fleet mode: "
+                  f"{', '.join(sorted(modes)) or 'normal'}")
+    console.print(capacity_table(workers))
+
+
+def capacity_table(workers: list[dict[str, Any]]) -> Table:
+    """Cores and GPUs per region and per mode: base (dedicated) and idle (volunteer)."""
+    table = Table("region", "mode", "workers", "consuming", "cores", "cores taking work",
+                  "GPUs taking work", title="capacity")
+    rows: dict[tuple[str, str], list[int]] = {}
+    for doc in workers:
+        key = (doc.get("region") or "(none)", str(doc.get("mode")))
+        hardware = doc.get("hardware") or {}
+        cores, gpus = int(hardware.get("cores") or 0), len(hardware.get("gpus") or [])
+        taking = bool(doc.get("consuming"))
+        row = rows.setdefault(key, [0, 0, 0, 0, 0])
+        for index, value in enumerate((1, int(taking), cores, cores * taking, gpus * taking)):
+            row[index] += value
+    for (region, mode), values in sorted(rows.items()):
+        table.add_row(region, mode, *(str(value) for value in values))
+    return table
+
+
+@fleet.command("emergency")
+def emergency(
+    switch: Annotated[str, typer.Argument(help="on: every worker takes only emergency "
+                                               "work; off: back to normal.")],
+    requeue_running: Annotated[bool, typer.Option(
+        "--requeue-running", help="End normal tasks running at the switch and requeue them "
+                                  "(default: let them finish).")] = False,
+) -> None:
+    """Switch the whole fleet to the emergency queues, or back (also workers that join later)."""
+    if switch not in ("on", "off"):
+        raise ConfigError(f"fleet emergency: say 'on' or 'off'; got {switch!r}")
+    mode = fleet_mode.Mode(switch == "on", requeue_running)
+    settings = Settings.load()
+    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
+                              socket_connect_timeout=5) as client:
+        fleet_mode.write(client, mode)
+    app = create_app(settings)
+    try:
+        replies = app.control.broadcast(
+            "idle_accel_fleet_mode", reply=True, timeout=2.0,
+            arguments={"emergency": mode.emergency, "requeue_running": requeue_running})
+    finally:
+        app.close()
+    switched = sum(1 for reply in replies for answer in reply.values()
+                   if answer.get("ok") in ("emergency", "normal"))
+    Console().print(f"fleet mode: {'EMERGENCY' if mode.emergency else 'normal'}; "
+                    f"{switched} workers switched now, the rest within a report interval")

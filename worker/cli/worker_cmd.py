@@ -25,6 +25,9 @@ def worker(
     preempt_after: Annotated[float | None, _option("--preempt-after", "preempt_after")] = None,
     mode: Annotated[str | None, _option("--mode", "mode")] = None,
     region: Annotated[str | None, _option("--region", "region")] = None,
+    allow_emergency_when_busy: Annotated[bool | None, typer.Option(
+        "--allow-emergency-when-busy/--no-emergency-when-busy",
+        help=setting_help("allow_emergency_when_busy"))] = None,
     include: Annotated[str | None, _option("--include", "include")] = None,
     loglevel: Annotated[str | None, _option("--loglevel", "log_level")] = None,
 ) -> None:
@@ -38,6 +41,7 @@ def worker(
         name=name, queues=queues, concurrency=concurrency, sensor=sensor,
         sensor_max_age=sensor_max_age, idle_after=idle_after, preempt_after=preempt_after,
         mode=mode, region=region, include=include, log_level=loglevel,
+        allow_emergency_when_busy=allow_emergency_when_busy,
     )
     for warning in settings.security_warnings():
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
