@@ -34,3 +34,16 @@ WORKER_PATTERN = f"{PREFIX}worker:*"
 
 #: The fleet's mode (JSON): absent for normal work, ``{"emergency": true, ...}``.
 FLEET_MODE = f"{PREFIX}fleet:mode"
+
+
+def credit(node: str) -> str:
+    """A volunteer's credit (hash: tasks, cpu_seconds, gpu_seconds); kept, not expiring."""
+    return f"{PREFIX}credit:{node}"
+
+
+CREDIT_PATTERN = f"{PREFIX}credit:*"
+
+
+def credited(task_id: str) -> str:
+    """Marks a task whose success was credited, so it is counted once."""
+    return f"{PREFIX}credited:{task_id}"

@@ -25,6 +25,7 @@ from celery import Celery, bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import control_command
 
+from worker import credit
 from worker.fleet_mode import Mode
 from worker.gate import Held
 from worker.lease import LeaseKeeper
@@ -181,6 +182,36 @@ def idle_accel_fleet_mode(state: Any, emergency: bool = False,
         return {"ok": "not an idle-accel worker: ignored"}
     owner.set_mode(Mode(bool(emergency), bool(requeue_running)))
     return {"ok": "emergency" if emergency else "normal"}
+
+
+_meters: dict[str, credit.Meter] = {}
+
+
+@signals.task_prerun.connect
+def _start_meter(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    if task_id and task is not None:
+        queue = str((task.request.delivery_info or {}).get("routing_key") or "")
+        _meters[task_id] = credit.Meter(queue)
+
+
+@signals.task_postrun.connect
+def _drop_meter(task_id: str | None = None, **_: Any) -> None:
+    _meters.pop(task_id or "", None)
+
+
+@signals.task_success.connect
+def _credit(sender: Any = None, **_: Any) -> None:
+    """A task succeeded in this pool process: credit its volunteer, once."""
+    request = sender.request
+    meter = _meters.get(request.id or "")
+    if meter is None or not request.hostname or request.called_directly:
+        return
+    cpu, gpu = meter.finish()
+    try:
+        credit.record(sender.app.backend.client, request.hostname, request.id, cpu, gpu,
+                      int(sender.app.conf.result_expires or 86_400))
+    except Exception as exc:  # credit is bookkeeping: never fail a task over it
+        log.warning("credit for %s not recorded: %s", request.id, exc)
 
 
 def install_leases(app: Celery) -> None:

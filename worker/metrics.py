@@ -26,6 +26,9 @@ HELP = {
     "idle_accel_worker_gpus": "NVIDIA GPUs of the worker's machine.",
     "idle_accel_workers": "Live workers by mode and owner state.",
     "idle_accel_queue_length": "Tasks waiting in a queue.",
+    "idle_accel_credit_tasks": "Successful tasks credited to a volunteer.",
+    "idle_accel_credit_cpu_seconds": "CPU-seconds credited to a volunteer.",
+    "idle_accel_credit_gpu_seconds": "GPU-seconds credited to a volunteer.",
 }
 
 
@@ -37,7 +40,8 @@ def _labels(**labels: Any) -> str:
     return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
 
 
-def render(workers: Iterable[dict[str, Any]], queues: dict[str, int]) -> str:
+def render(workers: Iterable[dict[str, Any]], queues: dict[str, int],
+           credits: Iterable[dict[str, Any]] = ()) -> str:
     """Prometheus text exposition (version 0.0.4) of the fleet."""
     series: dict[str, list[str]] = {name: [] for name in HELP}
     by_mode: Counter[tuple[str, str]] = Counter()
@@ -68,6 +72,10 @@ def render(workers: Iterable[dict[str, Any]], queues: dict[str, int]) -> str:
         series["idle_accel_workers"].append(f"{_labels(mode=mode, state=state)} {count}")
     for queue, length in sorted(queues.items()):
         series["idle_accel_queue_length"].append(f"{_labels(queue=queue)} {length}")
+    for row in credits:
+        for key in ("tasks", "cpu_seconds", "gpu_seconds"):
+            series[f"idle_accel_credit_{key}"].append(
+                f"{_labels(node=row['node'])} {float(row[key]):g}")
     lines = []
     for name, rows in series.items():
         lines += [f"# HELP {name} {HELP[name]}", f"# TYPE {name} gauge"]

@@ -13,7 +13,7 @@ from rich.table import Table
 from compute.app import create_app
 from compute.errors import ConfigError
 from compute.settings import Settings
-from worker import fleet_mode
+from worker import credit, fleet_mode
 from worker.status import read_fleet
 
 fleet = typer.Typer(help="See and steer the whole fleet.", no_args_is_help=True)
@@ -106,3 +106,20 @@ def emergency(
                    if answer.get("ok") in ("emergency", "normal"))
     Console().print(f"fleet mode: {'EMERGENCY' if mode.emergency else 'normal'}; "
                     f"{switched} workers switched now, the rest within a report interval")
+
+
+@fleet.command("credits")
+def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Each volunteer's tasks, CPU-seconds and GPU-seconds (successful tasks, once each)."""
+    settings = Settings.load()
+    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
+                              socket_connect_timeout=5) as client:
+        rows = credit.table(client)
+    if as_json:
+        print(json.dumps({"credits": rows}, indent=2))
+        return
+    table = Table("volunteer", "tasks", "CPU-seconds", "GPU-seconds", title="credit")
+    for row in rows:
+        table.add_row(row["node"], str(row["tasks"]), f"{row['cpu_seconds']:.1f}",
+                      f"{row['gpu_seconds']:.1f}")
+    Console().print(table)

@@ -10,6 +10,7 @@ import typer
 
 from compute import queues as q
 from compute.settings import Settings
+from worker import credit
 from worker.metrics import queue_lengths, render
 from worker.status import read_fleet
 
@@ -30,7 +31,8 @@ def metrics(
                 return
             try:
                 workers = read_fleet(client)
-                body = render(workers, queue_lengths(client, workers, q.DECLARED)).encode()
+                body = render(workers, queue_lengths(client, workers, q.DECLARED),
+                              credit.table(client)).encode()
             except redis.RedisError as exc:
                 self.send_error(503, f"Redis unreachable: {type(exc).__name__}")
                 return
