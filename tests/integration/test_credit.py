@@ -40,7 +40,9 @@ def test_credit_equals_what_each_volunteer_ran(app, workers, broker, broker_env)
 
     for node in nodes:
         assert table[node]["tasks"] == ran[node]
-        assert cpu[node] <= table[node]["cpu_seconds"] <= cpu[node] + 0.1 * ran[node] + 0.2
+        # os.times counts in 10 ms ticks; the task measures with process_time
+        slack = 0.02 * ran[node]
+        assert cpu[node] - slack <= table[node]["cpu_seconds"] <= cpu[node] + 0.1 * ran[node] + 0.2
         assert table[node]["gpu_seconds"] == 0.0
     assert json.loads(shown.stdout)["credits"] == list(
         sorted(table.values(), key=lambda row: (-row["cpu_seconds"], row["node"])))
