@@ -70,7 +70,19 @@ def check_settings(settings: Any, task: str = "render") -> dict[str, Any]:
     return {"samples": samples, "seed": seed, "resolution": resolution}
 
 
+_DEVICE: str | None = None  # what this process found, once: OPTIX, CUDA or CPU
+
+
 def _use_gpu(bpy: Any, scene: Any) -> str:
+    """Render on an NVIDIA GPU when the process has one (looked for once), else the CPU."""
+    global _DEVICE
+    if _DEVICE is None:
+        _DEVICE = _find_device(bpy)
+    scene.cycles.device = "CPU" if _DEVICE == "CPU" else "GPU"
+    return _DEVICE
+
+
+def _find_device(bpy: Any) -> str:
     try:
         prefs = bpy.context.preferences.addons["cycles"].preferences
         for kind in ("OPTIX", "CUDA"):
@@ -80,11 +92,9 @@ def _use_gpu(bpy: Any, scene: Any) -> str:
             if devices:
                 for dev in prefs.devices:
                     dev.use = dev.type == kind
-                scene.cycles.device = "GPU"
                 return kind
     except (KeyError, TypeError, AttributeError, RuntimeError):
         pass
-    scene.cycles.device = "CPU"
     return "CPU"
 
 

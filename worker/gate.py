@@ -82,10 +82,12 @@ class Gate:
         return self.emergency_queues if self.emergency else self.normal_queues
 
     def set_emergency(self, on: bool, *, requeue_running: bool = False) -> None:
-        """Switch to the emergency queues (or back); applied on the next ``apply``.
+        """Switch to the emergency queues (or back).
 
-        With ``requeue_running``, normal tasks held when the switch turns on are
-        ended and go back to their queue; otherwise they finish.
+        A worker taking tasks switches its queues at once; a busy one takes the
+        new set when its owner leaves. With ``requeue_running``, normal tasks
+        held when the switch turns on are ended (after the switch, so they are
+        not taken again here) and go back to their queue; otherwise they finish.
         """
         with self._lock:
             switching_on = on and not self.emergency

@@ -16,16 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .tools import require
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is missing: .ci/run installs it")
-    pytest.skip(f"{name} is not installed on this machine (.ci/run installs it)")
+    return require(name)
 
 
 PROFILES = ("gpu", "dedicated", "sensor")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from worker.local.flower_process import FlowerProcess
 
+from .tools import require
 from .waiting import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -46,10 +46,9 @@ def test_flower_needs_credentials_and_shows_the_workers(app, workers, flower):
     assert flower.password not in flower.log_text()
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="Debian's chromium is not installed here (.ci/run installs it)")
 def test_a_screenshot_of_flowers_workers_page_shows_the_running_workers(
         app, workers, flower, tmp_path):
+    chromium = require("chromium")
     nodes = [workers(name, "--concurrency", "1").node for name in ("shot-a", "shot-b")]
     wait_for(lambda: all(node in flower.get("/api/workers?refresh=1")[1].decode()
                          for node in nodes), timeout=30, what="workers in Flower")
@@ -59,13 +58,13 @@ def test_a_screenshot_of_flowers_workers_page_shows_the_running_workers(
     url = f"http://{flower.user}:{flower.password}@127.0.0.1:{flower.port}/workers"
 
     dump = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
          "--virtual-time-budget=5000", "--dump-dom", url],
         capture_output=True, text=True, timeout=120)
     subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
          "--virtual-time-budget=5000", "--window-size=1280,800", f"--screenshot={shot}", url],

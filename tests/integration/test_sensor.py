@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import signal
 import subprocess
 import time
@@ -22,6 +21,7 @@ from worker.idle import hostfile
 from worker.idle._linux import X11, device_idle
 from worker.local.worker_process import cli_command
 
+from .tools import require
 from .waiting import wait_for
 
 SIGNALS = {"input_idle", "screen_locked", "others_cpu", "others_gpu", "others_memory",
@@ -117,10 +117,7 @@ class XDisplay:
 def display():
     """A private Xvfb display, with xdotool to move its mouse."""
     for tool in ("Xvfb", "xdotool"):
-        if not shutil.which(tool):
-            if os.environ.get("CI"):
-                pytest.fail(f"{tool} is missing: .ci/run installs it")
-            pytest.skip(f"{tool} is not installed here (.ci/run installs xvfb and xdotool)")
+        require(tool)
     number = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
                   and not Path(f"/tmp/.X{n}-lock").exists())
     server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "320x240x24",
