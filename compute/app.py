@@ -3,6 +3,7 @@
 ``celery -A compute.app worker|flower|inspect`` finds ``app`` here. It is built
 on first access (PEP 562), so importing this module reads no environment;
 ``create_app`` builds an app from explicit settings for the CLI and tests.
+Every task can be sent with ``verify=k`` (see :class:`IdleCelery`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from compute import queues as q
+from compute import verify
 from compute.sdk import route_by_needs
 from compute.settings import Settings
 
@@ -63,11 +65,29 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class IdleCelery(Celery):
+    """Celery, plus the ``verify=k`` option on every way of sending a task.
+
+    ``task.delay``, ``apply_async``, signatures and ``send_task`` all end in
+    ``send_task``: with ``verify=k`` (and ``tolerance=``) it sends k replicas
+    to k distinct machines and returns the verdict's result (``compute/verify.py``).
+    """
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None,
+                  **options: Any) -> Any:
+        k = options.pop("verify", None)
+        tolerance = options.pop("tolerance", 0.0)
+        if k is None:
+            return super().send_task(name, args, kwargs, **options)
+        return verify.send(self, name, args, kwargs, k, tolerance, super().send_task, **options)
+
+
 def create_app(settings: Settings, *, main: str = "idle-accelerator") -> Celery:
     """A Celery app configured from ``settings``, with the built-in tasks."""
     from worker.celery_gate import install_leases  # the one file of Celery internals
 
-    app = Celery(main, include=[*BUILTIN_TASK_MODULES, *settings.include])
+    app = IdleCelery(main, include=[*BUILTIN_TASK_MODULES, *settings.include],
+                 task_cls="compute.base:BaseTask")
     app.conf.update(celery_config(settings))
     app.idle_accel_settings = settings
     install_leases(app)  # every worker of this app, plain `celery worker` too

@@ -20,16 +20,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from celery import Task
-
 from compute import keys
+from compute.base import BaseTask
 from compute.errors import InvalidArgument
 
 #: A checkpoint is a small progress record, not a data store.
 MAX_CHECKPOINT_BYTES = 64 * 1024
 
 
-class CheckpointTask(Task):
+class CheckpointTask(BaseTask):
     """A Celery task with ``checkpoint(state)``, ``restore()`` and ``clear_checkpoint()``."""
 
     abstract = True

@@ -1,11 +1,14 @@
 """Diagnostic tasks for smoke-testing a fleet (DESIGN.md contract 3), routed to ``cpu``.
 
-Each returns a JSON object whose ``"hostname"`` is the Celery node name of
-the worker that ran it.
+``noop``, ``sleep`` and ``burn`` return a JSON object whose ``"hostname"`` is
+the Celery node name of the worker that ran it. ``checksum`` is deterministic
+(the same answer on every machine, no host name in it): the task to try
+verified results with (``verify=k``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from celery import shared_task
@@ -22,6 +25,10 @@ CHECKPOINT_EVERY = 0.2
 #: Longest ``sleep`` or ``burn`` accepted, in seconds. Diagnostics are short;
 #: anything longer is a mistake, not a test.
 MAX_SECONDS = 600.0
+
+#: Most hash rounds a ``checksum`` may ask for (about 10 s of one core).
+MAX_ROUNDS = 10_000_000
+MAX_TEXT = 64 * 1024
 
 
 @shared_task(name="compute.diag.noop", **_OPTIONS)
@@ -76,3 +83,14 @@ def burn(self, seconds: float) -> dict:
         "elapsed": round(time.monotonic() - started_wall, 6),
         "spins": spins,
     }
+
+
+@shared_task(name="compute.diag.checksum", **_OPTIONS)
+def checksum(self, text: str, rounds: int = 1) -> dict:
+    """SHA-256 of ``text``, hashed again ``rounds - 1`` times: the same on every machine."""
+    data = validate.text(self.name, "text", text, max_length=MAX_TEXT).encode()
+    rounds = validate.count(self.name, "rounds", rounds, minimum=1, maximum=MAX_ROUNDS)
+    digest = hashlib.sha256(data).digest()
+    for _ in range(rounds - 1):
+        digest = hashlib.sha256(digest).digest()
+    return {"sha256": digest.hex(), "rounds": rounds}

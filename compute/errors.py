@@ -23,3 +23,7 @@ class PayloadTooLarge(InvalidArgument):
 
 class JobError(IdleAccelError):
     """A job could not be planned, submitted or found (the message says which and why)."""
+
+
+class VerificationFailed(IdleAccelError):
+    """A verified task's replicas disagreed (or its record is gone); the message names the hosts."""

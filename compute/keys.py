@@ -47,3 +47,12 @@ CREDIT_PATTERN = f"{PREFIX}credit:*"
 def credited(task_id: str) -> str:
     """Marks a task whose success was credited, so it is counted once."""
     return f"{PREFIX}credited:{task_id}"
+
+
+def verification(verification_id: str) -> str:
+    """A verified task (hash): k, tolerance, each replica's owner machine and outcome, verdict."""
+    return f"{PREFIX}verify:{verification_id}"
+
+
+#: The latest verdicts, newest first (list of JSON, capped).
+VERDICTS = f"{PREFIX}verdicts"

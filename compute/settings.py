@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from compute import queues as q
 from compute.errors import ConfigError
+from compute.hostid import machine_host_id
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
 BACKEND_SCHEMES = ("redis", "rediss")
@@ -94,6 +95,11 @@ class Settings(BaseSettings):
     )
     mode: Literal["volunteer", "dedicated"] = Field(
         "volunteer", description="volunteer: obey the owner; dedicated: always on."
+    )
+    host_id: str | None = Field(
+        None, max_length=128,
+        description="Identity of the physical machine, for verified results (default: a digest "
+                    "of /etc/machine-id, else the host name).",
     )
     allow_emergency_when_busy: bool = Field(
         False, description="Take emergency work even while the owner is busy (opt-in)."
@@ -176,6 +182,11 @@ class Settings(BaseSettings):
     def _region(cls, value: str | None) -> str | None:
         return q.check_region(value) if value else None
 
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str | None) -> str | None:
+        return value.strip() or None if value else None
+
     @field_validator("sensor")
     @classmethod
     def _sensor(cls, value: str) -> str:
@@ -233,6 +244,11 @@ class Settings(BaseSettings):
                 "when the broker is not Redis (results and checkpoints live in Redis)"
             )
         return self
+
+    @property
+    def host(self) -> str:
+        """The machine's identity: ``host_id``, else derived from the OS (compute/hostid.py)."""
+        return self.host_id or machine_host_id()
 
     @property
     def broker_is_redis(self) -> bool:

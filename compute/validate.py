@@ -31,3 +31,19 @@ def seconds(task: str, arg: str, value: object, *, maximum: float) -> float:
             f"got {shown(value)}"
         )
     return float(number)
+
+
+def count(task: str, arg: str, value: object, *, minimum: int, maximum: int) -> int:
+    """``value`` as a whole number in ``[minimum, maximum]`` (booleans and floats refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidArgument(f"{task}: argument '{arg}' must be a whole number from {minimum} "
+                              f"to {maximum}; got {shown(value)}")
+    return value
+
+
+def text(task: str, arg: str, value: object, *, max_length: int) -> str:
+    """``value`` as a string of at most ``max_length`` characters."""
+    if not isinstance(value, str) or len(value) > max_length:
+        raise InvalidArgument(f"{task}: argument '{arg}' must be text of at most {max_length} "
+                              f"characters; got {shown(value)}")
+    return value

@@ -49,7 +49,8 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
     client = redis.Redis.from_url(settings.backend_url, socket_timeout=5,
                                   socket_connect_timeout=5)
     static: dict[str, Any] = {
-        "node": node, "pid": os.getpid(), "mode": settings.mode, "region": settings.region,
+        "node": node, "pid": os.getpid(), "host": settings.host, "mode": settings.mode,
+        "region": settings.region,
         "queues": list(queues), "sensor": settings.sensor, "hardware": hardware.to_json(),
         "concurrency": settings.concurrency or hardware.cores,
     }

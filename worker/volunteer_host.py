@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from compute.errors import IdleAccelError
+from compute.hostid import machine_host_id
 
 CONTAINER = "idle-accel-worker"
 LABEL = "org.idle-accelerator.role"
@@ -35,13 +36,17 @@ class Plan:
     concurrency: int | None = None
     region: str | None = None
     name: str = CONTAINER
+    host_id: str | None = None
 
 
 def container_spec(plan: Plan) -> dict[str, Any]:
     """Keyword arguments of ``docker.containers.run`` for the worker container."""
     from docker.types import DeviceRequest
 
-    environment = {"CELERY_BROKER_URL": plan.broker_url}
+    # The machine's identity, read here on the host: every container of this
+    # machine counts as one machine for verified results (compute/hostid.py).
+    environment = {"CELERY_BROKER_URL": plan.broker_url,
+                   "IDLE_ACCEL_HOST_ID": plan.host_id or machine_host_id()}
     if plan.concurrency:
         environment["IDLE_ACCEL_CONCURRENCY"] = str(plan.concurrency)
     if plan.region:

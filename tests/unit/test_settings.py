@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compute.errors import ConfigError
+from compute.hostid import machine_host_id
 from compute.settings import Settings, env_name
 
 SECRET = "pa55word"
@@ -131,3 +132,11 @@ def test_security_warnings_flag_open_or_plain_brokers_but_not_local_ones():
     open_plain = Settings.load(broker_url="redis://broker.example:6379/0").security_warnings()
     assert any("no password" in w for w in open_plain)
     assert any("not encrypted" in w for w in open_plain)
+
+
+def test_an_empty_host_id_means_the_machine_decides(monkeypatch):
+    monkeypatch.setenv("IDLE_ACCEL_HOST_ID", "")
+    settings = Settings.load(broker_url="redis://h")
+    assert settings.host_id is None and settings.host == machine_host_id()
+    monkeypatch.setenv("IDLE_ACCEL_HOST_ID", " rack-7 ")
+    assert Settings.load(broker_url="redis://h").host == "rack-7"

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from compute.hostid import machine_host_id
 from worker import volunteer_host as host
 
 
@@ -51,9 +52,16 @@ def test_the_container_is_locked_down_like_the_compose_worker(tmp_path):
     assert (spec["nano_cpus"], spec["mem_limit"]) == (1_500_000_000, "3g")
     assert spec["environment"] == {"CELERY_BROKER_URL": "redis://:pw@h:6379/0",
                                    "IDLE_ACCEL_CONCURRENCY": "2",
-                                   "IDLE_ACCEL_REGION": "eu-west"}
+                                   "IDLE_ACCEL_REGION": "eu-west",
+                                   "IDLE_ACCEL_HOST_ID": machine_host_id()}
     assert spec["device_requests"][0]["Capabilities"] == [["gpu"]]
     assert "user" not in spec  # the image's fixed non-root UID
+
+
+def test_a_given_host_id_wins_over_the_machine_id(tmp_path):
+    spec = host.container_spec(host.Plan(image="img", broker_url="redis://h", sensor_dir=tmp_path,
+                                         host_id="rack-7"))
+    assert spec["environment"]["IDLE_ACCEL_HOST_ID"] == "rack-7"
 
 
 def test_up_starts_the_sensor_and_the_container_and_down_stops_both(tmp_path):

@@ -16,5 +16,6 @@ def config() -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    console.print(f"this machine's host id (verified results): {settings.host}")
     for warning in settings.security_warnings():
         console.print(f"[yellow]warning:[/] {warning}")

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from compute import verify
 from compute.app import create_app
 from compute.errors import ConfigError
 from compute.settings import Settings
@@ -122,4 +123,28 @@ def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     for row in rows:
         table.add_row(row["node"], str(row["tasks"]), f"{row['cpu_seconds']:.1f}",
                       f"{row['gpu_seconds']:.1f}")
+    Console().print(table)
+
+
+@fleet.command("verdicts")
+def verdicts(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="How many of the latest verdicts.")] = 20,
+    disagreed: Annotated[bool, typer.Option("--disagreed", help="Only disagreements.")]
+    = False,
+) -> None:
+    """Latest verdicts on verified tasks (verify=k): agreed, or which machines disagreed."""
+    settings = Settings.load()
+    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
+                              socket_connect_timeout=5) as client:
+        rows = verify.verdicts(client, limit=verify.KEEP_VERDICTS if disagreed else limit)
+    if disagreed:
+        rows = [row for row in rows if not row["agreed"]][:limit]
+    if as_json:
+        print(json.dumps({"verdicts": rows}, indent=2))
+        return
+    table = Table("verified task", "task", "k", "verdict", "machines", title="verdicts")
+    for row in rows:
+        table.add_row(row["id"], str(row["task"]), str(row["k"]),
+                      "agreed" if row["agreed"] else "[red]DISAGREED[/]", row["summary"])
     Console().print(table)

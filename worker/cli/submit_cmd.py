@@ -7,15 +7,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from celery.exceptions import TimeoutError as CeleryTimeout
 from rich.console import Console
 
 from compute import jobs, plans, render
+from compute import queues as q
+from compute import verify as verify_mod
 from compute.app import create_app
 from compute.errors import InvalidArgument
 from compute.settings import Settings
+from worker.celery_gate import close_client
 from worker.cli.follow import follow, report
 
-submit = typer.Typer(help="Send a job to the fleet: render, embed, search, aggregate.",
+submit = typer.Typer(help="Send work to the fleet: a job (render, embed, search, aggregate) "
+                          "or one task.",
                      no_args_is_help=True)
 
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job to its end.")]
@@ -117,3 +122,69 @@ def render_job(
         _run(lambda app: plans.render_tiles(app, blend, frame, output, grid=grid,
                                             settings=settings, gpu=gpu, region=region),
              wait, timeout)
+
+
+def _json_arg(text: str, what: str, kind: type) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"{what} must be a JSON {'list' if kind is list else 'object'}")
+    return value
+
+
+@submit.command("task")
+def task(
+    name: Annotated[str, typer.Argument(help="A registered task, e.g. compute.diag.checksum.")],
+    args: Annotated[str, typer.Option(help="Positional arguments, a JSON list.")] = "[]",
+    kwargs: Annotated[str, typer.Option(help="Keyword arguments, a JSON object.")] = "{}",
+    verify: Annotated[int | None, typer.Option(
+        help="Run on this many distinct machines; accept the result only if they agree.")]
+    = None,
+    tolerance: Annotated[float, typer.Option(
+        help="With --verify: relative difference allowed between numbers.")] = 0.0,
+    region: Region = None, wait: Wait = True, timeout: Timeout = 600.0,
+) -> None:
+    """Send one task (any registered one), optionally verified on k machines, and wait."""
+    positional = _json_arg(args, "--args", list)
+    named = _json_arg(kwargs, "--kwargs", dict)
+    app = create_app(Settings.load())
+    console = Console()
+    try:
+        app.loader.import_default_modules()
+        if name not in app.tasks:
+            raise InvalidArgument(f"no task named {name!r}; try compute.diag.checksum")
+        options: dict[str, Any] = {}
+        if region:
+            options["queue"] = q.regional(q.natural_queue(app.tasks[name]), region)
+        if verify is not None:
+            options.update(verify=verify, tolerance=tolerance)
+        result = app.tasks[name].apply_async(positional, named, **options)
+        console.print(f"task [bold]{result.id}[/] sent"
+                      + (f" to {verify} distinct machines" if verify else ""))
+        if not wait:
+            return
+        raise typer.Exit(_outcome(app, result, timeout, console))
+    finally:
+        close_client(app)
+
+
+def _outcome(app: Any, result: Any, timeout: float, console: Console) -> int:
+    try:
+        value = result.get(timeout=timeout, propagate=False)
+    except CeleryTimeout:
+        console.print(f"still running after {timeout:g} s: idle-accel fleet verdicts shows "
+                      "verified tasks once decided")
+        return 3
+    if result.successful():
+        print(json.dumps(value, indent=2))
+        return 0
+    console.print(f"[red]failed:[/] {value}")
+    found = verify_mod.report(app.backend.client, result.id)
+    if found and found["verdict"]:
+        for group in found["verdict"]["groups"]:
+            hosts = ", ".join(f"{o['node']} (host {o['host']})" for o in group)
+            console.print(f"  {hosts}: {json.dumps(group[0]['result'])[:200]}"
+                          + (f" error {group[0]['error']}" if group[0]["error"] else ""))
+    return 1
