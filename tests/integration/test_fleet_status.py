@@ -10,7 +10,7 @@ import time
 from worker.local.worker_process import cli_command
 
 from .gating import Owner, fleet
-from .waiting import wait_for
+from .waiting import wait_for, wait_for_state
 
 TIMEOUT = 30
 
@@ -73,9 +73,17 @@ def test_owner_state_is_in_inspect_stats_for_flower(app, workers, tmp_path):
 
 def test_region_pinned_work_reaches_only_workers_of_that_region(app, workers):
     local = workers("eu-1", "--concurrency", "1", "--region", "eu-west")
-    workers("us-1", "--concurrency", "1", "--region", "us-east")
+    foreign = [workers("us-1", "--concurrency", "1", "--region", "us-east"),
+               workers("any-1", "--concurrency", "1")]
 
+    # The region is saturated (its one slot sleeps) while the others are idle...
+    blocker = app.signature("compute.diag.sleep", (1.5,)).apply_async(queue="cpu@eu-west")
+    wait_for_state(blocker, "STARTED")
     pinned = [app.signature("compute.diag.noop").apply_async(queue="cpu@eu-west")
-              for _ in range(10)]
+              for _ in range(200)]
+    unpinned = [app.signature("compute.diag.noop").apply_async() for _ in range(40)]
 
+    # ...and still no pinned task of the 200 runs elsewhere; unpinned work runs anywhere.
     assert {result.get(timeout=TIMEOUT)["hostname"] for result in pinned} == {local.node}
+    ran_unpinned = {result.get(timeout=TIMEOUT)["hostname"] for result in unpinned}
+    assert {worker.node for worker in foreign} <= ran_unpinned
