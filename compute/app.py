@@ -58,6 +58,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": True,
         "result_extended": True,
         "result_expires": settings.result_expires,
+        # Redis restarting or cut off: storing a result retries (full-jitter
+        # backoff from 10 ms up to 3 s; 40 tries, about a minute at most) instead
+        # of failing a task whose work is done.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 40,
+        "result_backend_base_sleep_between_retries_ms": 10,
+        "result_backend_max_sleep_between_retries_ms": 3000,
         "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in q.DECLARED],
         "task_default_queue": q.DEFAULT,
         "task_routes": (route_by_needs, q.ROUTES),

@@ -18,14 +18,23 @@ the result backend's Redis under the task id, and expires with results.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+import redis
 
 from compute import keys
 from compute.base import BaseTask
 from compute.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
+
 #: A checkpoint is a small progress record, not a data store.
 MAX_CHECKPOINT_BYTES = 64 * 1024
+
+#: Redis is unreachable (a link cut, a restart): a checkpoint is an optimisation,
+#: so the task goes on; at worst a preempted run redoes more work.
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class CheckpointTask(BaseTask):
@@ -54,13 +63,30 @@ class CheckpointTask(BaseTask):
         if len(data) > MAX_CHECKPOINT_BYTES:
             raise InvalidArgument(f"{self.name}: checkpoint state is {len(data)} bytes; "
                                   f"at most {MAX_CHECKPOINT_BYTES} allowed")
-        self._redis().set(self._key(), data, ex=int(self.app.conf.result_expires or 86_400))
+        try:
+            self._redis().set(self._key(), data, ex=int(self.app.conf.result_expires or 86_400))
+        except _UNREACHABLE as exc:
+            log.warning("%s: checkpoint not saved (Redis unreachable: %s); going on", self.name,
+                        exc)
 
     def restore(self) -> Any | None:
-        """The last saved state of this task (from an earlier, preempted run), or None."""
-        raw = self._redis().get(self._key())
+        """The last saved state of this task (from an earlier, preempted run), or None.
+
+        None too when Redis cannot be reached: the task starts over, which is
+        slower but right.
+        """
+        try:
+            raw = self._redis().get(self._key())
+        except _UNREACHABLE as exc:
+            log.warning("%s: checkpoint not read (Redis unreachable: %s); starting over",
+                        self.name, exc)
+            return None
         return None if raw is None else json.loads(raw)
 
     def clear_checkpoint(self) -> None:
-        """Forget the saved state (call when the task is done)."""
-        self._redis().delete(self._key())
+        """Forget the saved state (call when the task is done; it expires anyway)."""
+        try:
+            self._redis().delete(self._key())
+        except _UNREACHABLE as exc:
+            log.warning("%s: checkpoint not cleared (Redis unreachable: %s); it expires",
+                        self.name, exc)

@@ -214,9 +214,34 @@ def _credit(sender: Any = None, **_: Any) -> None:
         log.warning("credit for %s not recorded: %s", request.id, exc)
 
 
+class KeepHeldStep(bootsteps.StartStopStep):
+    """Consumer step: a lost broker connection does not push held tasks back to their queue.
+
+    When its connection drops, kombu's Redis channel "restores" every message
+    it delivered and that is not yet acknowledged: tasks still running in this
+    worker's pool go back to the queue and run twice. And in kombu 5.7 that
+    restore, on a connection error, can raise ``AttributeError`` (the
+    connection is already released) and end the worker ("Unrecoverable
+    error"), as the fault suite found on a Redis restart. Held tasks keep
+    their leases instead (``worker/lease.py``): each is acknowledged when it
+    ends, or goes back to its queue after the visibility timeout if this
+    worker is gone for good.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        self.enabled = str(c.app.conf.broker_url).startswith(("redis://", "rediss://"))
+        super().__init__(c, **kwargs)
+
+    def start(self, c: Any) -> None:
+        c.task_consumer.channel.qos.restore_at_shutdown = False
+
+
 def install_leases(app: Celery) -> None:
-    """Every worker of ``app`` renews its leases (see ``worker/lease.py``)."""
+    """Every worker of ``app`` renews its leases (see ``worker/lease.py``) and keeps them."""
     app.steps["worker"].add(LeaseStep)
+    app.steps["consumer"].add(KeepHeldStep)
 
 
 def install_gate(app: Celery, owner: Any) -> None:

@@ -1,0 +1,236 @@
+"""The fault suite: 1,000 tasks through three gated workers while everything that can fail does.
+
+While the tasks run, at random moments: pool processes and whole workers are
+killed with SIGKILL (workers are restarted), Redis (AOF on) is restarted,
+one worker's link to Redis is cut for 10 s (a TCP proxy in the test), and
+one worker's owner comes and goes every second. At the end every task must
+have exactly one result, a success, and the side effect of every
+``faults.effect`` task (guarded by its idempotency record) must have
+happened exactly once. The figures are printed (run with ``-s``) and kept in
+the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from compute.app import create_app
+from compute.settings import Settings
+from worker.celery_gate import close_client
+from worker.local.redis_server import RedisServer
+from worker.local.worker_process import WorkerProcess
+
+from .fault_tasks import EFFECTS, RUNS
+from .gating import Owner
+from .tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = 1000
+SEED = int(os.environ.get("IDLE_ACCEL_FAULT_SEED", "20261126"))
+DEADLINE = 360.0
+CUT_SECONDS = 10.0
+
+
+def _plan(rng: random.Random) -> list[tuple[str, tuple]]:
+    """The 1,000 tasks: faults.effect of three kinds, and the diagnostic tasks themselves."""
+    plan = []
+    for _ in range(TASKS):
+        pick = rng.random()
+        if pick < 0.25:
+            plan.append(("faults.effect", ("noop", 0)))
+        elif pick < 0.45:
+            plan.append(("faults.effect", ("sleep", round(rng.uniform(0.1, 0.8), 3))))
+        elif pick < 0.7:
+            plan.append(("faults.effect", ("burn", round(rng.uniform(0.02, 0.1), 3))))
+        elif pick < 0.8:
+            plan.append(("compute.diag.noop", ()))
+        elif pick < 0.9:
+            plan.append(("compute.diag.sleep", (round(rng.uniform(0.1, 0.5), 3),)))
+        else:
+            plan.append(("compute.diag.burn", (round(rng.uniform(0.05, 0.3), 3),)))
+    return plan
+
+
+class Fleet:
+    """Three workers: w1 direct, w2 behind the cuttable proxy, w3 with a restless owner."""
+
+    def __init__(self, tmp: Path, redis: RedisServer, proxy: TcpProxy) -> None:
+        self.tmp, self.redis, self.proxy = tmp, redis, proxy
+        self.owners = {name: Owner.away(tmp / f"{name}.owner") for name in ("w1", "w2", "w3")}
+        self.workers: dict[str, WorkerProcess] = {}
+        self.logs: list[Path] = []
+        self.starts = Counter()
+
+    def start(self, name: str) -> WorkerProcess:
+        url = self.proxy.url(self.redis.password) if name == "w2" else self.redis.url(0)
+        self.starts[name] += 1
+        log = self.tmp / f"{name}-{self.starts[name]}.log"
+        self.logs.append(log)
+        args = ["--concurrency", "2", "--include", "tests.integration.fault_tasks",
+                "--sensor", self.owners[name].flag, "--sensor-max-age", "0",
+                "--idle-after", "0.3", "--preempt-after", "0.6" if name == "w3" else "600",
+                "--host-id", f"fault-{name}"]
+        worker = WorkerProcess(name, log_path=log, args=args, env={
+            "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
+            "PYTHONPATH": str(ROOT)})
+        self.workers[name] = worker.start()
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.kill()
+
+
+class Chaos:
+    """Injects the faults in a shuffled order at random moments, on a thread."""
+
+    def __init__(self, fleet: Fleet, rng: random.Random) -> None:
+        self.fleet, self.rng = fleet, rng
+        self.done = threading.Event()
+        self.counts = Counter()
+        self.errors: list[str] = []
+        self.actions = (["kill_pool_process"] * 6 + ["kill_worker"] * 2
+                        + ["restart_redis", "cut_link"])
+        rng.shuffle(self.actions)
+        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
+        self._flipper = threading.Thread(target=self._flip_owner, name="owner", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._flipper.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self._thread.join(30)
+        self._flipper.join(5)
+
+    def _run(self) -> None:
+        try:
+            for action in self.actions:
+                if self.done.wait(self.rng.uniform(1.5, 4.0)):
+                    return
+                getattr(self, action)()
+                self.counts[action] += 1
+        except Exception as exc:  # reported by the test
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _flip_owner(self) -> None:
+        owner, busy = self.fleet.owners["w3"], False
+        while not self.done.wait(1.0):
+            busy = not busy
+            owner.busy() if busy else owner.idle()
+            self.counts["owner_flips"] += 1
+        owner.idle()
+
+    def kill_pool_process(self) -> None:
+        name = self.rng.choice(sorted(self.fleet.workers))
+        worker = self.fleet.workers[name]
+        children = psutil.Process(worker.pid).children() if worker.alive else []
+        if children:
+            os.kill(self.rng.choice(children).pid, signal.SIGKILL)
+
+    def kill_worker(self) -> None:
+        name = self.rng.choice(["w1", "w3"])  # w2 gets the link cut
+        self.fleet.workers[name].kill()
+        time.sleep(self.rng.uniform(0.5, 2.0))
+        self.fleet.start(name)
+
+    def restart_redis(self) -> None:
+        self.fleet.redis.stop()
+        time.sleep(1.0)
+        self.fleet.redis.start()
+
+    def cut_link(self) -> None:
+        self.fleet.proxy.cut(CUT_SECONDS)
+        self.done.wait(CUT_SECONDS)
+
+
+def _states(client, ids: list[str]) -> dict[str, str]:
+    raw = client.mget([f"celery-task-meta-{task_id}" for task_id in ids])
+    return {task_id: json.loads(value)["status"] if value else "MISSING"
+            for task_id, value in zip(ids, raw, strict=True)}
+
+
+def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(tmp_path):
+    rng = random.Random(SEED)
+    redis = RedisServer(tmp_path / "redis", appendonly=True)
+    redis.start()
+    proxy = TcpProxy(redis.port)
+    fleet = Fleet(tmp_path, redis, proxy)
+    app = create_app(Settings.load(broker_url=redis.url(0)))
+    chaos = Chaos(fleet, rng)
+    try:
+        for name in ("w1", "w2", "w3"):
+            fleet.start(name).wait_ready(app, timeout=60)
+        plan = _plan(rng)
+        ids = [app.send_task(name, args).id for name, args in plan]
+        started = time.monotonic()
+        chaos.start()
+
+        deadline = started + DEADLINE
+        with redis.client() as client:
+            while time.monotonic() < deadline:
+                try:
+                    states = _states(client, ids)
+                except Exception:  # Redis is being restarted
+                    time.sleep(0.5)
+                    continue
+                if all(state == "SUCCESS" for state in states.values()):
+                    break
+                time.sleep(1.0)
+        elapsed = time.monotonic() - started
+        chaos.stop()
+
+        with redis.client() as client:
+            states = _states(client, ids)
+            runs = {key.decode(): int(value) for key, value in client.hgetall(RUNS).items()}
+            effects = Counter(value.decode() for value in client.lrange(EFFECTS, 0, -1))
+    finally:
+        chaos.stop()
+        fleet.stop()
+        close_client(app)
+        proxy.close()
+        redis.stop()
+
+    effect_ids = [task_id for task_id, (name, _) in zip(ids, plan, strict=True)
+                  if name == "faults.effect"]
+    outcome = Counter(states.values())
+    figures = {
+        "submitted": TASKS, "completed": outcome["SUCCESS"],
+        "lost": TASKS - outcome["SUCCESS"],
+        "duplicated_runs": sum(max(0, runs.get(task_id, 0) - 1) for task_id in effect_ids),
+        "effects_twice": sum(1 for count in effects.values() if count > 1),
+        "seconds": round(elapsed, 1), "faults": dict(chaos.counts), "seed": SEED,
+    }
+    print("\nfault suite:", json.dumps(figures))
+    assert not chaos.errors, chaos.errors
+    assert chaos.counts["kill_worker"] == 2 and chaos.counts["restart_redis"] == 1
+    assert chaos.counts["cut_link"] == 1 and chaos.counts["kill_pool_process"] == 6
+    assert outcome == {"SUCCESS": TASKS}, (outcome, _unfinished(fleet, states, plan, ids))
+    assert set(effects) == set(effect_ids)
+    assert max(effects.values()) == 1
+    assert all(runs[task_id] >= 1 for task_id in effect_ids)
+
+
+def _unfinished(fleet: Fleet, states: dict, plan: list, ids: list[str]) -> str:
+    """Each task that did not succeed, with every log line that names it."""
+    logs = {log.name: log.read_text(errors="replace") for log in fleet.logs if log.exists()}
+    text = []
+    for task_id, (name, args) in zip(ids, plan, strict=True):
+        if states[task_id] != "SUCCESS":
+            text.append(f"--- {task_id} {name}{args}: {states[task_id]}")
+            text += [f"{log}: {line}" for log, body in logs.items()
+                     for line in body.splitlines() if task_id in line]
+    return "\n".join(text)
