@@ -8,13 +8,14 @@ Every task can be sent with ``verify=k`` (see :class:`IdleCelery`).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from compute import queues as q
-from compute import verify
+from compute import signing, verify
 from compute.sdk import route_by_needs
 from compute.settings import Settings
 
@@ -85,8 +86,24 @@ class IdleCelery(Celery):
         k = options.pop("verify", None)
         tolerance = options.pop("tolerance", 0.0)
         if k is None:
-            return super().send_task(name, args, kwargs, **options)
-        return verify.send(self, name, args, kwargs, k, tolerance, super().send_task, **options)
+            return self._send_one(name, args, kwargs, **options)
+        return verify.send(self, name, args, kwargs, k, tolerance, self._send_one, **options)
+
+    def _send_one(self, name: str, args: Any = None, kwargs: Any = None,
+                  **options: Any) -> Any:
+        key = self._signing_key()
+        if key is not None:
+            options["task_id"] = options.get("task_id") or str(uuid.uuid4())
+            signing.sign_options(key, name, args, kwargs, options)
+        return super().send_task(name, args, kwargs, **options)
+
+    def _signing_key(self) -> Any:
+        """The team's private key when this app signs what it sends (loaded once)."""
+        if not hasattr(self, "_idle_accel_signer"):
+            settings = getattr(self, "idle_accel_settings", None)
+            path = settings.signing_key if settings is not None else None
+            self._idle_accel_signer = signing.load_private(path) if path else None
+        return self._idle_accel_signer
 
 
 def create_app(settings: Settings, *, main: str = "idle-accelerator") -> Celery:

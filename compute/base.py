@@ -1,7 +1,10 @@
 """``BaseTask``: the base of every task of the app (``task_cls``), plain ``@app.task`` ones too.
 
-A task sent with ``verify=k`` (``compute/app.py``) arrives as k replicas; in
-the worker, each goes through the claim-and-record steps of
+Before a task's code runs in a worker that trusts a key
+(``IDLE_ACCEL_TRUSTED_KEY``), its signature is checked (``compute/signing.py``);
+an unsigned or altered task fails with :class:`~compute.signing.UnsignedTask`
+and its code never runs. A task sent with ``verify=k`` (``compute/app.py``)
+arrives as k replicas; each goes through the claim-and-record steps of
 ``compute/verify.py`` around the task's own body.
 """
 
@@ -11,7 +14,7 @@ from typing import Any
 
 from celery import Task
 
-from compute import verify
+from compute import signing, verify
 
 
 def _host(app: Any) -> str:
@@ -23,14 +26,30 @@ def _host(app: Any) -> str:
     return machine_host_id()
 
 
+def _trusted(app: Any) -> Any:
+    """The public key this worker trusts, loaded once per process; None when signing is off."""
+    cached = getattr(app, "_idle_accel_trusted", False)
+    if cached is False:
+        settings = getattr(app, "idle_accel_settings", None)
+        path = settings.trusted_key if settings is not None else None
+        cached = signing.load_public(path) if path else None
+        app._idle_accel_trusted = cached
+    return cached
+
+
 class BaseTask(Task):
     """A Celery task whose replicas (``verify=k``) are claimed and recorded."""
 
     abstract = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:
+            return super().__call__(*args, **kwargs)
+        key = _trusted(self.app)
+        if key is not None:
+            signing.check(key, self.request, self.name)
         verification_id = getattr(self.request, verify.HEADER, None)
-        if not verification_id or self.request.called_directly:
+        if not verification_id:
             return super().__call__(*args, **kwargs)
         return verify.run_replica(self, str(verification_id), _host(self.app),
                                   lambda: super(BaseTask, self).__call__(*args, **kwargs))

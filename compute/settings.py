@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         description="Identity of the physical machine, for verified results (default: a digest "
                     "of /etc/machine-id, else the host name).",
     )
+    signing_key: str | None = Field(
+        None, description="Team side: Ed25519 private key file; every task sent is signed "
+                          "with it (`idle-accel keys new`)."
+    )
+    trusted_key: str | None = Field(
+        None, description="Worker side: Ed25519 public key file; when set, the worker runs "
+                          "only tasks signed with its private key."
+    )
     allow_emergency_when_busy: bool = Field(
         False, description="Take emergency work even while the owner is busy (opt-in)."
     )

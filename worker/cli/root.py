@@ -12,6 +12,7 @@ from worker.cli import (
     demo_cmd,
     fleet_cmd,
     job_cmd,
+    keys_cmd,
     metrics_cmd,
     ping_cmd,
     sensor_cmd,
@@ -36,6 +37,7 @@ cli.command("ping")(ping_cmd.ping)
 cli.add_typer(fleet_cmd.fleet, name="fleet")
 cli.add_typer(submit_cmd.submit, name="submit")
 cli.add_typer(job_cmd.job, name="job")
+cli.add_typer(keys_cmd.keys, name="keys")
 cli.add_typer(volunteer_cmd.volunteer, name="volunteer")
 
 
