@@ -9,7 +9,10 @@ from typing import Any
 import redis
 from celery.utils.nodenames import default_nodename, host_format
 
+from compute import signing
 from compute.app import create_app
+from compute.base import BaseTask
+from compute.errors import ConfigError
 from compute.settings import Settings
 from worker import capabilities, fleet_mode
 from worker.celery_gate import CeleryActuator, install_gate
@@ -64,6 +67,16 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
                      emergency_when_busy=settings.allow_emergency_when_busy)
 
 
+def require_checked_tasks(app: Any, trusted_key: str) -> None:
+    """Signing on: the key must load, and every task must check signatures (a BaseTask)."""
+    signing.load_public(trusted_key)
+    app.loader.import_default_modules()
+    unchecked = sorted(name for name, task in app.tasks.items() if not isinstance(task, BaseTask))
+    if unchecked:
+        raise ConfigError("IDLE_ACCEL_TRUSTED_KEY is set, but these tasks do not derive from "
+                          "compute.base.BaseTask and would run unsigned: " + ", ".join(unchecked))
+
+
 def run_worker(settings: Settings) -> int:
     """Run a worker in the foreground until it is stopped; return its exit code.
 
@@ -94,6 +107,8 @@ def run_worker(settings: Settings) -> int:
     }
     if settings.concurrency is not None:
         options["concurrency"] = settings.concurrency
+    if settings.trusted_key:
+        require_checked_tasks(app, settings.trusted_key)
     worker = app.Worker(**options)
     worker.start()
     return int(worker.exitcode or 0)
