@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from pathlib import Path
 
 import psutil
 from PIL import Image
@@ -36,3 +38,19 @@ def test_the_demo_runs_every_part_and_leaves_nothing_behind(tmp_path):
             leftovers.append(cmdline)
     assert leftovers == []
     assert "Traceback" not in done.stderr
+    assert_no_secret_in_logs(Path(workdir), text + done.stderr)
+
+
+def assert_no_secret_in_logs(workdir: Path, console: str) -> None:
+    """The Redis password is in its 0600 config file only, in no log and not on the console;
+    Flower's password is shown once on the console (the demo's user logs in with it), in no log."""
+    config = (workdir / "redis" / "redis.conf").read_text()
+    redis_password = re.search(r"^requirepass (\S+)$", config, re.M).group(1)
+    flower_password = re.search(r"password (\S+)", console).group(1)
+    logs = [path for path in workdir.rglob("*") if path.is_file() and path.suffix == ".log"]
+    assert len(logs) >= 4  # Redis, Flower and the workers
+    assert redis_password not in console
+    for path in logs:
+        body = path.read_text(errors="replace")
+        assert redis_password not in body, path
+        assert flower_password not in body, path

@@ -222,6 +222,8 @@ def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(t
     assert set(effects) == set(effect_ids)
     assert max(effects.values()) == 1
     assert all(runs[task_id] >= 1 for task_id in effect_ids)
+    # through reconnects, crashes and errors, no log shows the broker's password
+    assert not [log.name for log in fleet.logs if redis.password in log.read_text(errors="replace")]
 
 
 def _unfinished(fleet: Fleet, states: dict, plan: list, ids: list[str]) -> str:
