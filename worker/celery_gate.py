@@ -24,6 +24,7 @@ import redis
 from celery import Celery, bootsteps, signals
 from celery.worker import state as worker_state
 from celery.worker.control import control_command
+from kombu.transport import redis as kombu_redis
 
 from worker import credit
 from worker.fleet_mode import Mode
@@ -238,8 +239,44 @@ class KeepHeldStep(bootsteps.StartStopStep):
         c.task_consumer.channel.qos.restore_at_shutdown = False
 
 
+def _acks_outlive_their_connection() -> None:
+    """Let a task that ran through a reconnect be acknowledged on its old channel (kombu 5.7).
+
+    A task delivered before a broker restart ends after the reconnect; its
+    acknowledgement goes through the channel it came on, whose connection
+    Celery has closed meanwhile. kombu's Redis channel then rebuilds its
+    connection pool from that closed connection and raises ``AttributeError``
+    ("'NoneType' object has no attribute 'client'"), which ends the worker
+    ("Unrecoverable error"): every Redis restart killed every worker that had a
+    task running. Here a channel remembers the connection parameters it was
+    opened with and reuses them after its connection is gone, so the
+    acknowledgement lands (or, with Redis still down, fails as a connection
+    error that Celery logs, and the lease sweep hands the task out again).
+    """
+    channel_cls = kombu_redis.Channel
+    if getattr(channel_cls, "_idle_accel_patched", False):
+        return
+    original = channel_cls._connparams
+
+    def _connparams(self: Any, asynchronous: bool = False) -> dict[str, Any]:
+        transport = self.connection
+        if transport is None or transport.client is None:
+            saved = self.__dict__.get("_idle_accel_connparams")
+            if saved is None:
+                raise redis.ConnectionError("the channel's broker connection is closed")
+            return dict(saved)
+        params = original(self, asynchronous=asynchronous)
+        if not asynchronous:
+            self._idle_accel_connparams = dict(params)
+        return params
+
+    channel_cls._connparams = _connparams
+    channel_cls._idle_accel_patched = True
+
+
 def install_leases(app: Celery) -> None:
     """Every worker of ``app`` renews its leases (see ``worker/lease.py``) and keeps them."""
+    _acks_outlive_their_connection()
     app.steps["worker"].add(LeaseStep)
     app.steps["consumer"].add(KeepHeldStep)
 
