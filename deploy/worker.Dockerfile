@@ -32,5 +32,5 @@ WORKDIR /tmp
 # this file (idle-accel sensor --out), mounted read-only.
 VOLUME ["/run/idle-accel"]
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
-    CMD ["idle-accel", "ping", "--timeout", "10"]
+    CMD ["idle-accel", "ping", "--from-status", "--timeout", "10"]
 ENTRYPOINT ["idle-accel", "worker", "--sensor", "file:/run/idle-accel/state"]

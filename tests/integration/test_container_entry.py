@@ -69,11 +69,15 @@ def test_the_entrypoint_runs_a_gated_worker_and_the_healthcheck_sees_it(
         up = wait_for(lambda: (lambda done: done.returncode == 0 and done)(healthcheck()),
                       timeout=60, what="healthy")
         result = app.signature("compute.diag.noop").delay().get(timeout=30)
+        asked = subprocess.run([*cli_command(), "ping"], env=run_env, capture_output=True,
+                               text=True, timeout=60)  # through remote control, as the team
     finally:
         worker.stop()
 
-    assert down.returncode == 1 and "no answer" in down.stderr
-    assert "pong" in up.stdout
+    assert "--from-status" in health  # volunteers may not broadcast (deploy/redis/users.acl)
+    assert down.returncode == 1 and "no status report" in down.stderr
+    assert "reporting" in up.stdout
+    assert asked.returncode == 0 and "pong" in asked.stdout
     assert result["hostname"].startswith("container@")
 
 

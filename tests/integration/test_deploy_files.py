@@ -14,9 +14,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
+from worker.local.redis_server import find_binary, free_port
+
 from .tools import require
+from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +30,8 @@ def tool(name: str) -> str:
 
 
 PROFILES = ("gpu", "dedicated", "sensor")
-SECRETS = "REDIS_PASSWORD=pw-1\nFLOWER_USER=u\nFLOWER_PASSWORD=pw-2\n"
+SECRETS = ("REDIS_ADMIN_PASSWORD=pw-a\nREDIS_TEAM_PASSWORD=pw-t\nREDIS_VOLUNTEER_PASSWORD=pw-v\n"
+           "FLOWER_USER=u\nFLOWER_PASSWORD=pw-2\n")
 
 
 def compose_config(tmp_path: Path, env_text: str, *profiles: str
@@ -91,7 +96,7 @@ def test_compose_refuses_to_start_without_credentials(tmp_path):
     done = compose_config(tmp_path, "")
 
     assert done.returncode != 0
-    assert "set REDIS_PASSWORD in .env" in done.stderr
+    assert "set REDIS_ADMIN_PASSWORD in .env" in done.stderr
 
 
 def test_compose_services_carry_credentials_and_are_locked_down(tmp_path):
@@ -99,10 +104,15 @@ def test_compose_services_carry_credentials_and_are_locked_down(tmp_path):
     services = yaml.safe_load(done.stdout)["services"]
 
     redis, flower, worker = services["redis"], services["flower"], services["worker"]
-    assert "--requirepass" in redis["command"] and "pw-1" in redis["command"]
+    script = redis["command"][0]
+    assert "--aclfile /tmp/users.acl" in script
+    assert not any(pw in script for pw in ("pw-a", "pw-t", "pw-v"))  # from the environment
+    assert any(str(v).endswith(":/etc/redis/users.acl.in:ro") for v in redis["volumes"])
+    assert redis["environment"]["REDIS_VOLUNTEER_PASSWORD"] == "pw-v"
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == "u:pw-2"
     assert all(str(port).startswith("127.0.0.1:") for port in flower["ports"])
-    assert worker["environment"]["CELERY_BROKER_URL"] == "redis://:pw-1@redis:6379/0"
+    assert flower["environment"]["CELERY_BROKER_URL"] == "redis://team:pw-t@redis:6379/0"
+    assert worker["environment"]["CELERY_BROKER_URL"] == "redis://volunteer:pw-v@redis:6379/0"
     assert worker["read_only"] is True
     assert worker["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in worker["security_opt"]
@@ -124,3 +134,48 @@ def test_dockerfile_passes_hadolint_and_runs_as_a_fixed_non_root_user():
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert users[-1].split(":")[0].isdigit()
     assert "PYTHONUNBUFFERED=1" in dockerfile.read_text()
+
+
+def test_the_compose_redis_script_starts_redis_with_one_login_per_role(tmp_path):
+    """Run the redis service's own script (with the local redis-server) and log in as each role."""
+    from .test_redis_acl import require_redis_7
+
+    require_redis_7()
+    done = compose_config(tmp_path, SECRETS)
+    service = yaml.safe_load(done.stdout)["services"]["redis"]
+    rendered = tmp_path / "users.acl"
+    port = free_port()
+    script = (service["command"][0].replace("$$", "$")
+              .replace("/etc/redis/users.acl.in", str(ROOT / "deploy" / "redis" / "users.acl"))
+              .replace("/tmp/users.acl", str(rendered))
+              .replace("chown redis:redis", "test -f")
+              .replace("exec docker-entrypoint.sh redis-server",
+                       f"exec {find_binary()} --port {port} --bind 127.0.0.1 --dir {tmp_path}"))
+    env = {"PATH": os.environ["PATH"], **{k: str(v) for k, v in service["environment"].items()}}
+    process = subprocess.Popen(["/bin/sh", "-euc", script], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def login(user: str, password: str) -> bool:
+            with redis.Redis(port=port, username=user, password=password,
+                             socket_timeout=5) as client:
+                return client.ping()
+
+        assert wait_for(lambda: _quiet(login, "admin", "pw-a"), timeout=15, what="redis up")
+        assert login("team", "pw-t") and login("volunteer", "pw-v")
+        for user, password in (("volunteer", "pw-t"), ("team", "pw-v"), ("default", "")):
+            with pytest.raises(redis.AuthenticationError):
+                login(user, password)
+        text = rendered.read_text()
+        assert "#" not in text.split("admin on ", 1)[0]  # comments dropped
+        assert not any(password in text for password in ("pw-a", "pw-t", "pw-v"))
+        assert rendered.stat().st_mode & 0o077 == 0  # umask 077
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _quiet(call, *args):
+    try:
+        return call(*args)
+    except redis.RedisError:
+        return False
