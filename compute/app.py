@@ -108,13 +108,13 @@ class IdleCelery(Celery):
 
 def create_app(settings: Settings, *, main: str = "idle-accelerator") -> Celery:
     """A Celery app configured from ``settings``, with the built-in tasks."""
-    from worker.celery_gate import install_leases  # the one file of Celery internals
+    from worker.celery_gate import install_worker_steps  # the one file of Celery internals
 
     app = IdleCelery(main, include=[*BUILTIN_TASK_MODULES, *settings.include],
                  task_cls="compute.base:BaseTask")
     app.conf.update(celery_config(settings))
     app.idle_accel_settings = settings
-    install_leases(app)  # every worker of this app, plain `celery worker` too
+    install_worker_steps(app)  # every worker of this app, plain `celery worker` too
     return app
 
 

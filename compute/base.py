@@ -1,6 +1,9 @@
 """``BaseTask``: the base of every task of the app (``task_cls``), plain ``@app.task`` ones too.
 
-Before a task's code runs in a worker that trusts a key
+A call that does not fit the task's signature (wrong arity, an unknown or
+repeated keyword) fails with :class:`~compute.errors.InvalidArgument` naming
+the task and what it takes, not with Python's ``TypeError`` that counts
+``self`` and names no task. Before a task's code runs in a worker that trusts a key
 (``IDLE_ACCEL_TRUSTED_KEY``), its signature is checked (``compute/signing.py``);
 an unsigned or altered task fails with :class:`~compute.signing.UnsignedTask`
 and its code never runs. A task sent with ``verify=k`` (``compute/app.py``)
@@ -10,11 +13,24 @@ arrives as k replicas; each goes through the claim-and-record steps of
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from celery import Task
 
 from compute import signing, verify
+from compute.errors import InvalidArgument
+
+
+def check_call(task: Any, args: tuple, kwargs: dict) -> None:
+    """InvalidArgument unless ``args`` and ``kwargs`` fit ``task.run`` (``self`` excluded)."""
+    signature = inspect.signature(task.run)  # a bound method: no ``self``
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        takes = ", ".join(f"'{name}'" for name in signature.parameters) or "no arguments"
+        raise InvalidArgument(f"{task.name}: takes {takes}; got {len(args)} positional and "
+                              f"keywords {sorted(kwargs)}: {exc}") from None
 
 
 def _host(app: Any) -> str:
@@ -41,13 +57,15 @@ class BaseTask(Task):
     """A Celery task whose replicas (``verify=k``) are claimed and recorded."""
 
     abstract = True
+    throws = (InvalidArgument,)  # expected: logged without a traceback
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
         key = _trusted(self.app)
         if key is not None:
-            signing.check(key, self.request, self.name)
+            signing.check(key, self.request, self.name)  # unsigned: refused first
+        check_call(self, args, kwargs)
         verification_id = getattr(self.request, verify.HEADER, None)
         if not verification_id:
             return super().__call__(*args, **kwargs)

@@ -64,14 +64,16 @@ def encode(texts: list[str], batch_size: int = 64) -> Any:
                           normalize_embeddings=True, show_progress_bar=False)
 
 
-def read_lines(corpus: str, task: str) -> list[str]:
+def read_lines(corpus: Any, task: str) -> list[str]:
+    """The documents of ``corpus`` (one per line), or InvalidArgument naming 'corpus'."""
+    corpus = validate.path(task, "corpus", corpus, local=True)
     try:
         text = Path(corpus).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InvalidArgument(f"{task}: corpus {corpus!r} does not exist") from None
+        raise InvalidArgument(f"{task}: argument 'corpus': {corpus!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"{task}: corpus {corpus!r} is not readable UTF-8 text: "
-                              f"{exc}") from None
+        raise InvalidArgument(f"{task}: argument 'corpus': {corpus!r} is not readable UTF-8 "
+                              f"text: {exc}") from None
     return text.splitlines()
 
 
@@ -81,8 +83,43 @@ def _range(task: str, start: Any, end: Any, size: int) -> tuple[int, int]:
             raise InvalidArgument(f"{task}: argument '{name}' must be an integer; "
                                   f"got {validate.shown(value)}")
     if not 0 <= start < end <= size:
-        raise InvalidArgument(f"{task}: rows {start}-{end} are outside 0-{size}")
+        raise InvalidArgument(f"{task}: arguments 'start' and 'end' must select rows with "
+                              f"0 <= start < end <= {size}; got {start} and {end}")
     return start, end
+
+
+def load_matrix(task: str, arg: str, path: Any, *, mmap: bool = False) -> Any:
+    """The 2-D numeric matrix saved at ``path`` (.npy; never unpickled), or InvalidArgument."""
+    import numpy as np
+
+    path = validate.path(task, arg, path, local=True)
+    try:
+        matrix = np.load(path, mmap_mode="r" if mmap else None)  # allow_pickle=False
+    except FileNotFoundError:
+        raise InvalidArgument(f"{task}: argument '{arg}': embeddings {path!r} do not "
+                              "exist") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InvalidArgument(f"{task}: argument '{arg}': {path!r} is not a .npy matrix: "
+                              f"{exc}") from None
+    if not isinstance(matrix, np.ndarray):  # an .npz archive
+        matrix.close()
+        raise InvalidArgument(f"{task}: argument '{arg}': {path!r} is not a .npy matrix")
+    if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
+        raise InvalidArgument(f"{task}: argument '{arg}': {path!r} holds a {matrix.ndim}-D "
+                              f"{matrix.dtype} array, not a matrix of numbers (rows x dims)")
+    return matrix
+
+
+def _save(task: str, arg: str, path: Path, matrix: Any) -> None:
+    import numpy as np
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:  # exactly this name (np.save would add .npy)
+            np.save(handle, matrix)
+    except OSError as exc:
+        raise InvalidArgument(f"{task}: argument '{arg}': cannot write {str(path)!r}: "
+                              f"{exc}") from None
 
 
 @compute_task("compute.inference.embed_part")
@@ -92,14 +129,13 @@ def embed_part(self, corpus: str, start: int, end: int, out_dir: str) -> dict:
 
     lines = read_lines(corpus, self.name)
     start, end = _range(self.name, start, end, len(lines))
+    out_dir = validate.path(self.name, "out_dir", out_dir, local=True)
+    path = Path(out_dir) / f"part-{start:09d}.npy"
     batches = []
     for first in range(start, end, 64):  # progress per batch: Flower and `job status` show it
         self.progress(first - start, end - start)
         batches.append(encode(lines[first:min(end, first + 64)]))
-    vectors = np.concatenate(batches)
-    path = Path(out_dir) / f"part-{start:09d}.npy"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
+    _save(self.name, "out_dir", path, np.concatenate(batches))
     return {"hostname": self.request.hostname, "path": str(path), "start": start,
             "rows": end - start, "device": device()}
 
@@ -109,10 +145,17 @@ def assemble_embeddings(self, parts: list, output: str) -> dict:
     """Join the parts' embeddings, in corpus order, into ``output`` (.npy)."""
     import numpy as np
 
+    parts = validate.records(self.name, "parts", parts,
+                             {"start": int, "path": str, "hostname": str}, minimum=1)
+    output = validate.path(self.name, "output", output, local=True)
     ordered = sorted(parts, key=lambda part: part["start"])
-    matrix = np.concatenate([np.load(part["path"]) for part in ordered])
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, matrix)
+    matrices = [load_matrix(self.name, "parts", part["path"]) for part in ordered]
+    dims = sorted({int(m.shape[1]) for m in matrices})
+    if len(dims) > 1:
+        raise InvalidArgument(f"{self.name}: argument 'parts': the parts' embeddings have "
+                              f"different sizes {dims}")
+    matrix = np.concatenate(matrices)
+    _save(self.name, "output", Path(output), matrix)
     for part in ordered:
         Path(part["path"]).unlink(missing_ok=True)
     return {"hostname": self.request.hostname, "output": output, "rows": int(matrix.shape[0]),
@@ -125,32 +168,52 @@ def search_part(self, embeddings: str, start: int, end: int, query: str, k: int)
     import numpy as np
 
     if not isinstance(query, str) or not query.strip():
-        raise InvalidArgument(f"{self.name}: argument 'query' must be non-empty text")
-    try:
-        matrix = np.load(embeddings, mmap_mode="r")
-    except FileNotFoundError:
-        raise InvalidArgument(f"{self.name}: embeddings {embeddings!r} do not exist") from None
+        raise InvalidArgument(f"{self.name}: argument 'query' must be non-empty text; "
+                              f"got {validate.shown(query)}")
+    k = check_k(k, self.name)
+    matrix = load_matrix(self.name, "embeddings", embeddings, mmap=True)
     start, end = _range(self.name, start, end, int(matrix.shape[0]))
-    scores = np.asarray(matrix[start:end]) @ encode([query])[0]
+    wanted = encode([query])[0]
+    if matrix.shape[1] != wanted.shape[0]:
+        raise InvalidArgument(f"{self.name}: argument 'embeddings': its rows have "
+                              f"{matrix.shape[1]} values; the model's embeddings have "
+                              f"{wanted.shape[0]}")
+    scores = np.asarray(matrix[start:end]) @ wanted
     top = np.argsort(-scores, kind="stable")[:k]
     return {"hostname": self.request.hostname,
             "hits": [[int(start + i), float(scores[i])] for i in top]}
 
 
+def _check_hits(task: str, parts: Any) -> list[dict[str, Any]]:
+    parts = validate.records(task, "parts", parts, {"hits": list, "hostname": str})
+    for index, part in enumerate(parts):
+        for hit in part["hits"]:
+            if not (isinstance(hit, list) and len(hit) == 2 and validate.is_a(hit[0], int)
+                    and hit[0] >= 0 and validate.is_a(hit[1], (int, float))):
+                raise InvalidArgument(f"{task}: argument 'parts': item {index}: a hit must be "
+                                      f"[row, score]; got {validate.shown(hit)}")
+    return parts
+
+
 @compute_task("compute.inference.merge_hits")
 def merge_hits(self, parts: list, k: int, corpus: str | None = None) -> dict:
     """The global top ``k`` of every part's hits (ties: the lower row first)."""
+    k = check_k(k, self.name)
+    parts = _check_hits(self.name, parts)
     hits = sorted((hit for part in parts for hit in part["hits"]),
                   key=lambda hit: (-hit[1], hit[0]))[:k]
-    lines = read_lines(corpus, self.name) if corpus else None
+    lines = read_lines(corpus, self.name) if corpus is not None else None
+    if lines is not None and any(row >= len(lines) for row, _ in hits):
+        raise InvalidArgument(f"{self.name}: argument 'parts': a hit's row is past the end of "
+                              f"the corpus ({len(lines)} lines)")
     return {"hostname": self.request.hostname,
             "hits": [{"row": row, "score": score, **({"text": lines[row]} if lines else {})}
                      for row, score in hits],
             "workers": sorted({part["hostname"] for part in parts})}
 
 
-def check_k(k: Any) -> int:
+def check_k(k: Any, task: str = "search") -> int:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
-        raise InvalidArgument(f"search: argument 'k' must be an integer from 1 to {MAX_TOP_K}; "
+        raise InvalidArgument(f"{task}: argument 'k' must be an integer from 1 to {MAX_TOP_K}; "
                               f"got {validate.shown(k)}")
     return k

@@ -30,6 +30,8 @@ DEMO_SCENE = Path(__file__).with_name("assets") / "demo.blend"
 MAX_SAMPLES = 4096
 MAX_GRID = 16
 MAX_PIXELS = 8192
+MIN_PIXELS = 4  # Blender's smallest: it silently renders 4 pixels for less
+MAX_FRAME = 1_000_000
 
 
 def _bpy() -> Any:
@@ -45,28 +47,28 @@ def check_settings(settings: Any, task: str = "render") -> dict[str, Any]:
     """``{"samples", "seed", "resolution": [w, h] | None}`` with defaults, or InvalidArgument."""
     if settings is None:
         settings = {}
+    where = f"{task}: argument 'settings'"
     if not isinstance(settings, dict):
-        raise InvalidArgument(f"{task}: settings must be a JSON object; "
-                              f"got {validate.shown(settings)}")
+        raise InvalidArgument(f"{where} must be a JSON object; got {validate.shown(settings)}")
     unknown = set(settings) - {"samples", "seed", "resolution"}
     if unknown:
-        raise InvalidArgument(f"{task}: unknown settings {sorted(unknown)}; "
+        raise InvalidArgument(f"{where}: unknown settings {sorted(unknown)}; "
                               "allowed: samples, seed, resolution")
     samples = settings.get("samples", 32)
     seed = settings.get("seed", 0)
     resolution = settings.get("resolution")
     if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= MAX_SAMPLES:
-        raise InvalidArgument(f"{task}: 'samples' must be an integer from 1 to {MAX_SAMPLES}; "
+        raise InvalidArgument(f"{where}: 'samples' must be an integer from 1 to {MAX_SAMPLES}; "
                               f"got {validate.shown(samples)}")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
-        raise InvalidArgument(f"{task}: 'seed' must be an integer from 0 to 2**31-1; "
+        raise InvalidArgument(f"{where}: 'seed' must be an integer from 0 to 2**31-1; "
                               f"got {validate.shown(seed)}")
     if resolution is not None and (
             not isinstance(resolution, list) or len(resolution) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PIXELS
+            or not all(validate.is_a(v, int) and MIN_PIXELS <= v <= MAX_PIXELS
                        for v in resolution)):
-        raise InvalidArgument(f"{task}: 'resolution' must be [width, height], each from 1 to "
-                              f"{MAX_PIXELS}; got {validate.shown(resolution)}")
+        raise InvalidArgument(f"{where}: 'resolution' must be [width, height], each from "
+                              f"{MIN_PIXELS} to {MAX_PIXELS}; got {validate.shown(resolution)}")
     return {"samples": samples, "seed": seed, "resolution": resolution}
 
 
@@ -101,22 +103,22 @@ def _find_device(bpy: Any) -> str:
 def open_scene(blend: str, frame: int, settings: dict[str, Any], task: str
                ) -> tuple[Any, str]:
     """Open ``blend`` without its scripts, set up a reproducible Cycles render; (scene, device)."""
-    bpy = _bpy()
-    path = Path(blend)
+    path = Path(validate.path(task, "blend", blend, local=True))
     if not path.is_file():
-        raise InvalidArgument(f"{task}: scene {blend!r} does not exist")
+        raise InvalidArgument(f"{task}: argument 'blend': scene {blend!r} does not exist")
+    bpy = _bpy()
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     try:
         bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
     except RuntimeError as exc:
-        raise InvalidArgument(f"{task}: {blend!r} is not a readable .blend file: "
-                              f"{str(exc).strip()[:300]}") from None
+        raise InvalidArgument(f"{task}: argument 'blend': {blend!r} is not a readable "
+                              f".blend file: {str(exc).strip()[:300]}") from None
     scene = bpy.context.scene
     if scene.camera is None:
-        raise InvalidArgument(f"{task}: scene {blend!r} has no camera")
+        raise InvalidArgument(f"{task}: argument 'blend': scene {blend!r} has no camera")
     if not scene.frame_start <= frame <= scene.frame_end:
-        raise InvalidArgument(f"{task}: frame {frame} is outside the scene's frames "
-                              f"{scene.frame_start}-{scene.frame_end}")
+        raise InvalidArgument(f"{task}: argument 'number': frame {frame} is outside the "
+                              f"scene's frames {scene.frame_start}-{scene.frame_end}")
     scene.frame_set(frame)
     scene.render.engine = "CYCLES"
     scene.cycles.samples = settings["samples"]
@@ -149,8 +151,18 @@ def tile_box(width: int, height: int, col: int, row: int, cols: int, rows: int
             (col + 1) * width // cols, (row + 1) * height // rows)
 
 
+def _output(task: str, out_dir: str, name: str) -> Path:
+    """``out_dir/name``, its folder created (InvalidArgument naming 'out_dir' if it cannot be)."""
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgument(f"{task}: argument 'out_dir': cannot create {out_dir!r}: "
+                              f"{exc}") from None
+    return Path(out_dir) / name
+
+
 def _render(scene: Any, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Render the scene to ``out`` (its folder exists): the engine call, nothing checked."""
     scene.render.filepath = str(out)
     _bpy().ops.render.render(write_still=True)
 
@@ -167,17 +179,21 @@ def _pair(task: str, name: str, value: Any, first: tuple[int, int],
     if not isinstance(value, list) or len(value) != 2:
         raise InvalidArgument(f"{task}: argument '{name}' must be a pair [x, y]; "
                               f"got {validate.shown(value)}")
-    return (_int(task, f"{name}[0]", value[0], *first),
-            _int(task, f"{name}[1]", value[1], *second))
+    for index, (item, (low, high)) in enumerate(zip(value, (first, second), strict=True)):
+        if not validate.is_a(item, int) or not low <= item <= high:
+            raise InvalidArgument(f"{task}: argument '{name}': item {index} must be an integer "
+                                  f"from {low} to {high}; got {validate.shown(item)}")
+    return value[0], value[1]
 
 
 @compute_task("compute.render.frame")
 def frame(self, blend: str, number: int, out_dir: str, settings: dict | None = None) -> dict:
     """Render frame ``number`` of ``blend`` to ``out_dir/frame-NNNN.png``."""
     settings = check_settings(settings, self.name)
-    number = _int(self.name, "number", number, 0, 1_000_000)
+    number = _int(self.name, "number", number, 0, MAX_FRAME)
+    out_dir = validate.path(self.name, "out_dir", out_dir, local=True)
     scene, device = open_scene(blend, number, settings, self.name)
-    out = Path(out_dir) / f"frame-{number:04d}.png"
+    out = _output(self.name, out_dir, f"frame-{number:04d}.png")
     _render(scene, out)
     return {"hostname": self.request.hostname, "path": str(out), "frame": number,
             "size": list(size(scene)), "device": device}
@@ -188,19 +204,58 @@ def tile(self, blend: str, number: int, cell: list, grid: list, out_dir: str,
          settings: dict | None = None) -> dict:
     """Render cell ``[col, row]`` of a ``[cols, rows]`` grid of frame ``number``."""
     settings = check_settings(settings, self.name)
+    number = _int(self.name, "number", number, 0, MAX_FRAME)
     cols, rows = _pair(self.name, "grid", grid, (1, MAX_GRID), (1, MAX_GRID))
     col, row = _pair(self.name, "cell", cell, (0, cols - 1), (0, rows - 1))
+    out_dir = validate.path(self.name, "out_dir", out_dir, local=True)
     scene, device = open_scene(blend, number, settings, self.name)
     width, height = size(scene)
+    if cols > width or rows > height:  # some tiles would be empty
+        raise InvalidArgument(f"{self.name}: argument 'grid': {cols}x{rows} tiles do not fit "
+                              f"the frame's {width}x{height} pixels")
     x0, y0, x1, y1 = tile_box(width, height, col, row, cols, rows)
     render = scene.render
     render.use_border, render.use_crop_to_border = True, True
     render.border_min_x, render.border_max_x = x0 / width, x1 / width
     render.border_min_y, render.border_max_y = 1 - y1 / height, 1 - y0 / height  # from bottom
-    out = Path(out_dir) / f"tile-{number:04d}-{row:02d}-{col:02d}.png"
+    out = _output(self.name, out_dir, f"tile-{number:04d}-{row:02d}-{col:02d}.png")
     _render(scene, out)
     return {"hostname": self.request.hostname, "path": str(out), "box": [x0, y0, x1, y1],
             "size": [width, height], "device": device}
+
+
+def _check_tiles(task: str, parts: Any) -> tuple[list[dict[str, Any]], int, int]:
+    """``tile`` results: one frame ``size`` [w, h] for all, each ``box`` inside it."""
+    parts = validate.records(task, "parts", parts, {"path": str, "box": list, "size": list,
+                                                    "hostname": str}, minimum=1)
+    frame_size = parts[0]["size"]
+    if not (len(frame_size) == 2 and all(validate.is_a(v, int) and 1 <= v <= MAX_PIXELS
+                                         for v in frame_size)):
+        raise InvalidArgument(f"{task}: argument 'parts': item 0: size must be [width, height], "
+                              f"each from 1 to {MAX_PIXELS}; got {validate.shown(frame_size)}")
+    width, height = frame_size
+    for index, part in enumerate(parts):
+        box = part["box"]
+        if part["size"] != frame_size:
+            raise InvalidArgument(f"{task}: argument 'parts': item {index} is a tile of a "
+                                  f"{validate.shown(part['size'])} frame, not {frame_size}")
+        if not (len(box) == 4 and all(validate.is_a(v, int) for v in box)
+                and 0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
+            raise InvalidArgument(f"{task}: argument 'parts': item {index}: box must be "
+                                  f"[x0, y0, x1, y1] inside {width}x{height}; "
+                                  f"got {validate.shown(box)}")
+    return parts, width, height
+
+
+def _image_format(task: str, output: str) -> str:
+    from PIL import Image
+
+    Image.init()
+    kind = Image.registered_extensions().get(Path(output).suffix.lower())
+    if kind not in Image.SAVE:
+        raise InvalidArgument(f"{task}: argument 'output' must name an image file "
+                              f"(.png, .tif, ...); got {output!r}")
+    return kind
 
 
 @compute_task("compute.render.assemble_tiles")
@@ -208,17 +263,28 @@ def assemble_tiles(self, parts: list, output: str) -> dict:
     """Paste every tile at its box into one PNG at ``output``."""
     from PIL import Image
 
-    width, height = parts[0]["size"]
+    parts, width, height = _check_tiles(self.name, parts)
+    output = validate.path(self.name, "output", output, local=True)
+    kind = _image_format(self.name, output)
     canvas = Image.new("RGBA", (width, height))
     for part in parts:
         x0, y0, x1, y1 = part["box"]
-        with Image.open(part["path"]) as piece:
-            if piece.size != (x1 - x0, y1 - y0):
-                raise InvalidArgument(f"{self.name}: tile {part['path']} is {piece.size}, "
-                                      f"expected {(x1 - x0, y1 - y0)}")
-            canvas.paste(piece.convert("RGBA"), (x0, y0))
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(output)
+        try:
+            with Image.open(part["path"]) as piece:
+                if piece.size != (x1 - x0, y1 - y0):
+                    raise InvalidArgument(f"{self.name}: argument 'parts': tile "
+                                          f"{part['path']} is {piece.size}, expected "
+                                          f"{(x1 - x0, y1 - y0)}")
+                canvas.paste(piece.convert("RGBA"), (x0, y0))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InvalidArgument(f"{self.name}: argument 'parts': tile {part['path']!r} is not "
+                                  f"a readable image: {exc}") from None
+    try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        canvas.save(output, format=kind)
+    except (OSError, ValueError) as exc:  # e.g. RGBA as JPEG
+        raise InvalidArgument(f"{self.name}: argument 'output': cannot write {output!r}: "
+                              f"{exc}") from None
     return {"hostname": self.request.hostname, "output": output, "tiles": len(parts),
             "size": [width, height], "workers": sorted({p["hostname"] for p in parts})}
 
@@ -226,6 +292,8 @@ def assemble_tiles(self, parts: list, output: str) -> dict:
 @compute_task("compute.render.collect_frames")
 def collect_frames(self, parts: list) -> dict:
     """The rendered frames of a range, in order."""
+    parts = validate.records(self.name, "parts", parts,
+                             {"frame": int, "path": str, "hostname": str})
     ordered = sorted(parts, key=lambda part: part["frame"])
     return {"hostname": self.request.hostname, "frames": [p["path"] for p in ordered],
             "workers": sorted({p["hostname"] for p in parts})}

@@ -100,7 +100,7 @@ class ComputeTask(CheckpointTask):
                    max_message_bytes(self.app))
         return super().apply_async(args, kwargs, **options)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         limit = max_message_bytes(self.app)
         check_size(self.name, "arguments", [args, kwargs], limit)
         result = super().__call__(*args, **kwargs)

@@ -10,11 +10,17 @@
 - :class:`OwnerStep` (worker blueprint): runs the owner loop beside the pool
   and stops it, releasing suspended tasks, when the worker shuts down.
 - :class:`LeaseStep` (worker blueprint, every worker of the app, Redis only):
-  renews the leases of held tasks (``worker/lease.py``).
+  renews the leases of held tasks (``worker/lease.py``); :class:`KeepHeldStep`
+  keeps them through a lost connection, and acknowledgements land after a
+  reconnect (``_acks_outlive_their_connection``).
+- :class:`RefuseMalformedStep` and ``_drop_malformed_items``: a message Celery
+  or kombu cannot read is logged and refused, never fatal.
+- Credit signals and the ``idle_accel_fleet_mode`` remote-control command.
 """
 
 from __future__ import annotations
 
+import binascii
 import logging
 import threading
 from collections.abc import Sequence
@@ -22,10 +28,13 @@ from typing import Any
 
 import redis
 from celery import Celery, bootsteps, signals
+from celery.utils.objects import Bunch
 from celery.worker import state as worker_state
 from celery.worker.control import control_command
 from kombu.transport import redis as kombu_redis
 
+from compute.errors import PayloadTooLarge
+from compute.sdk import max_message_bytes
 from worker import credit
 from worker.fleet_mode import Mode
 from worker.gate import Held
@@ -239,6 +248,121 @@ class KeepHeldStep(bootsteps.StartStopStep):
         c.task_consumer.channel.qos.restore_at_shutdown = False
 
 
+# -- malformed messages -------------------------------------------------------------------------
+
+#: What kombu raises building a message from an item that is not one of its envelopes.
+_ITEM_ERRORS = (ValueError, TypeError, KeyError, AttributeError, binascii.Error)
+
+
+class MalformedItem(Exception):
+    """A queue item that is not a kombu message."""
+
+
+class _GuardedMessage(kombu_redis.Channel.Message):
+    def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
+        try:
+            super().__init__(payload, channel, **kwargs)
+        except _ITEM_ERRORS as exc:  # no properties or delivery tag, bad base64, odd headers
+            raise MalformedItem(f"{exc!r} in {str(payload)[:200]!r}") from None
+
+
+def _drop_malformed_items() -> None:
+    """A queue item that is not a kombu message is logged and dropped, not fatal (kombu 5.7).
+
+    kombu parses what BRPOP popped inside the worker's event loop; an item that
+    is not JSON or not an envelope raised there and ended the worker
+    ("Unrecoverable error"). Popped, the item is in no other list (not even
+    ``unacked``): dropping it loses nothing else.
+    """
+    channel = kombu_redis.Channel
+    if getattr(channel, "_idle_accel_guarded", False):
+        return
+    read = channel._brpop_read
+
+    def _brpop_read(self: Any, **options: Any) -> Any:
+        try:
+            return read(self, **options)
+        except MalformedItem as exc:
+            log.error("Refused malformed message (not a kombu message), dropped: %s", exc)
+            return True
+        except ValueError as exc:  # kombu's loads(): the item is not JSON
+            log.error("Refused malformed message (not JSON), dropped: %r", exc)
+            return True
+
+    channel.Message = _GuardedMessage
+    channel._brpop_read = _brpop_read
+    channel._idle_accel_guarded = True
+
+
+def message_problem(message: Any, limit: int) -> str | None:
+    """Why ``message`` cannot be a task message Celery handles, or None to let Celery decide."""
+    headers = message.headers
+    if not isinstance(headers, dict):
+        return f"headers are {type(headers).__name__}, not an object"
+    if "task" not in headers:
+        return None  # Celery's own "Received and deleted unknown message"
+    if not isinstance(headers.get("task"), str) or not isinstance(headers.get("id"), str):
+        return "the task name and id must be text"
+    size = len(message.body or b"")
+    if size > limit:
+        return f"the arguments' message is {size} bytes, over the {limit}-byte message limit"
+    if message.content_type != "application/json":
+        return None  # Celery refuses it: "Refusing to deserialize untrusted content"
+    try:
+        body = message.decode()
+    except Exception:
+        return None  # Celery's own "Can't decode message body"
+    if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)
+            and isinstance(body[1], dict) and (body[2] is None or isinstance(body[2], dict))):
+        return "the body must be [args, kwargs, embed]"
+    return None
+
+
+def _refusing_malformed(handler: Any, consumer: Any) -> Any:
+    limit = max_message_bytes(consumer.app)
+
+    def on_task_received(message: Any) -> Any:
+        problem = message_problem(message, limit)
+        if problem is None:
+            return handler(message)
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        log.error("Refused malformed message %s (task %s): %s",
+                  headers.get("id"), headers.get("task"), problem)
+        if "message limit" in problem:  # a well-formed task, too big: tell its caller
+            name, task_id = headers["task"], headers["id"]
+            consumer.app.backend.mark_as_failure(
+                task_id, PayloadTooLarge(f"{name}: {problem} (IDLE_ACCEL_MAX_MESSAGE_BYTES): "
+                                         "pass a path or URL to the data instead"),
+                request=Bunch(id=task_id, name=name, chord=None, errbacks=None,
+                              root_id=headers.get("root_id"), reply_to=None,
+                              correlation_id=task_id, group=None, parent_id=None,
+                              delivery_info={}, ignore_result=False))
+        message.reject_log_error(log, consumer.connection_errors)  # out of ``unacked`` too
+        return None
+
+    return on_task_received
+
+
+class RefuseMalformedStep(bootsteps.StartStopStep):
+    """Consumer step: a task message Celery cannot read is refused and logged, never fatal.
+
+    Celery assumes a task message has text ``task`` and ``id`` headers and a
+    ``[args, kwargs, embed]`` body; without them it ended the worker, or
+    restarted its consumer for ever, and the message came back to end the
+    next worker. Messages over ``IDLE_ACCEL_MAX_MESSAGE_BYTES`` are refused
+    before they are decoded, for every task, with ``PayloadTooLarge`` stored
+    for the caller.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        if not getattr(c, "_idle_accel_guarded", False):
+            build = c.create_task_handler
+            c.create_task_handler = lambda *a, **kw: _refusing_malformed(build(*a, **kw), c)
+            c._idle_accel_guarded = True
+
+
 def _acks_outlive_their_connection() -> None:
     """Let a task that ran through a reconnect be acknowledged on its old channel (kombu 5.7).
 
@@ -274,11 +398,14 @@ def _acks_outlive_their_connection() -> None:
     channel_cls._idle_accel_patched = True
 
 
-def install_leases(app: Celery) -> None:
-    """Every worker of ``app`` renews its leases (see ``worker/lease.py``) and keeps them."""
+def install_worker_steps(app: Celery) -> None:
+    """Every worker of ``app``, plain ``celery worker`` too: leases kept and renewed
+    (``worker/lease.py``), acknowledgements through reconnects, malformed messages refused."""
     _acks_outlive_their_connection()
+    _drop_malformed_items()
     app.steps["worker"].add(LeaseStep)
     app.steps["consumer"].add(KeepHeldStep)
+    app.steps["consumer"].add(RefuseMalformedStep)
 
 
 def install_gate(app: Celery, owner: Any) -> None:

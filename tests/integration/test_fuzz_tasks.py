@@ -1,0 +1,820 @@
+"""Bad input gets a clear error and loses nothing: Hypothesis fuzzes every public task.
+
+Every task registered by ``compute.app.BUILTIN_TASK_MODULES`` is called, in
+this process through ``task.apply()`` of an app built by ``create_app`` (a
+real Redis for checkpoints and progress), with JSON-like garbage (None,
+booleans, huge, negative and NaN numbers, strings, nested lists and objects)
+and with near-valid arguments (the right shapes, real input files, files of
+the wrong kind, out-of-range numbers), in every call shape: positional,
+keywords, optional ones left out, one missing, one too many, an unknown or a
+repeated keyword. The property: each call either succeeds with a result a
+worker can store (JSON), or fails with the project's validation error
+(``InvalidArgument`` / ``PayloadTooLarge``) whose message starts with the
+task's name and names the argument. Never ``TypeError``, ``KeyError``,
+numpy, Arrow or PIL errors; no input file changes, and the pickled .npy
+among the inputs is never loaded. A call that does not fit the task's signature
+may today still end in Python's ``TypeError`` (see
+``test_a_call_that_does_not_fit_the_signature_is_an_invalid_argument``).
+
+What is faked, and why (validation is what is fuzzed; engines would make
+thousands of cases take hours):
+
+- ``compute.diag``'s clock: ``sleep`` does not wait and ``burn``'s CPU clock
+  jumps, so a valid ``sleep(600)`` or ``burn(600)`` is instant (their
+  checkpoints still go to Redis);
+- MiniLM (``compute.inference.encode``, ``device``): deterministic unit
+  vectors, called only after every argument was checked;
+- Cycles' render call (``compute.render._render``): opening the .blend,
+  the frame range and the camera check are real Blender.
+
+``checksum``'s ``rounds`` and ``assemble_tiles``' canvas size are valid but
+capped (``tame``) so that one case stays cheap. At least ``TOTAL_CASES``
+cases run in all (``CASES_PER_TASK`` per task; each test asserts its count).
+
+``test_a_real_worker_refuses_fuzzed_arguments_and_keeps_serving`` sends a
+smaller sample through a real ``idle-accel worker`` (no fakes there: inputs
+that would start Blender or MiniLM are left out, sleeps and burns are short).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from celery import Celery
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from kombu.utils.json import dumps as kombu_dumps
+from PIL import Image
+
+from compute import diag, inference, render
+from compute.app import BUILTIN_TASK_MODULES, create_app
+from compute.errors import InvalidArgument
+from compute.settings import Settings
+
+from .waiting import wait_for
+
+#: Cases across all tasks in one run (the default profile), at the least.
+TOTAL_CASES = 10_000
+#: The message limit of the fuzzed app and worker: small, so PayloadTooLarge is reachable.
+MESSAGE_LIMIT = 8192
+#: Cases per task sent through a real worker.
+WORKER_CASES_PER_TASK = 24
+DIM = 384  # MiniLM's embedding size
+
+Call = tuple[list[Any], dict[str, Any]]
+
+# Celery's Redis backend stores task progress (``self.progress``) with redis-py's setex.
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+
+
+def public_tasks(app: Celery) -> dict[str, Any]:
+    """Every task the built-in task modules register on ``app``, by name."""
+    app.loader.import_default_modules()
+    return {name: task for name, task in sorted(app.tasks.items())
+            if task.__module__ in BUILTIN_TASK_MODULES}
+
+
+def _registry_names() -> list[str]:
+    return list(public_tasks(create_app(Settings.load(broker_url="redis://127.0.0.1:9/0"))))
+
+
+PUBLIC_TASKS = _registry_names()
+CASES_PER_TASK = -(-TOTAL_CASES // len(PUBLIC_TASKS))
+
+
+# ---- garbage ----------------------------------------------------------------------------
+
+HUGE_NUMBERS = [2**63, -(2**63) - 1, 10**400, -(10**400), 1e308, -1e308, 5e-324,
+                math.nan, math.inf, -math.inf, -0.0]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(HUGE_NUMBERS), st.text(max_size=24),
+    st.sampled_from(["", " ", "\0", "null", "NaN", "-1", "../", "*", "sum", "count"]),
+)
+#: Any JSON value a message can carry (nested lists and objects, small).
+JSON = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=5)
+    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=12,
+)
+
+
+def outside(low: int, high: int) -> st.SearchStrategy[Any]:
+    """Whole numbers just and far outside ``[low, high]``, and numbers that are not whole."""
+    return st.sampled_from([low - 1, high + 1, 10**400, -(2**63), float(low), True, str(low)])
+
+
+@dataclass
+class Arg:
+    """One argument: values the task must accept (``valid``; the data may still refuse
+    them, a sum over a text column say) and near misses (``bad``: one detail wrong)."""
+
+    valid: st.SearchStrategy[Any]
+    bad: st.SearchStrategy[Any] = field(default_factory=st.nothing)
+
+
+def whole(low: int, high: int) -> Arg:
+    return Arg(st.integers(low, high), outside(low, high))
+
+
+# ---- input files ------------------------------------------------------------------------
+
+class Unpickled:
+    """In an object .npy: loading it with pickle would create ``marker`` (it must never)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.marker),))
+
+
+@dataclass
+class Files:
+    """Real input files of each kind, files of the wrong kind, and places to write."""
+
+    root: Path
+    worker_safe: bool = False  # no input that would start Blender or MiniLM on a real worker
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        made = self.root / "in"
+        for folder in ("in", "out", "parts", "scratch"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        (self.root / "folder").mkdir(exist_ok=True)
+        p = self.paths
+        p["pickle_marker"] = str(self.root / "unpickled")
+        rows = 24
+        table = pa.table({
+            "id": list(range(rows)),
+            "country": [["fr", "de", None, "it"][i % 4] for i in range(rows)],
+            "amount": [i * 1.5 - 3 for i in range(rows)],
+            "qty": [i % 5 for i in range(rows)],
+        })
+        p["csv"] = str(made / "table.csv")
+        pacsv.write_csv(table, p["csv"])
+        self.csv_size = Path(p["csv"]).stat().st_size
+        p["parquet"] = str(made / "table.parquet")
+        pq.write_table(table, p["parquet"], row_group_size=10)  # 3 row groups
+        p["binary"] = str(made / "binary.csv")
+        Path(p["binary"]).write_bytes(bytes(range(256)) * 4)
+        p["empty"] = str(made / "empty.csv")
+        Path(p["empty"]).write_bytes(b"")
+        p["corpus"] = str(made / "corpus.txt")
+        Path(p["corpus"]).write_text("\n".join(f"document {i} about cats" for i in range(12)))
+        p["latin1"] = str(made / "latin1.txt")
+        Path(p["latin1"]).write_bytes("caf\xe9\n".encode("latin-1") * 3)
+        vectors = np.random.default_rng(7).normal(size=(12, DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for name, array in {"emb": vectors, "emb_1d": vectors[0],
+                            "emb_3d": vectors.reshape(12, 2, DIM // 2),
+                            "emb_dim": vectors[:, :8], "emb_str": np.array(["a", "b"]),
+                            "emb_empty": np.zeros((0, DIM), np.float32)}.items():
+            p[name] = str(made / f"{name}.npy")
+            np.save(p[name], array)
+        p["emb_obj"] = str(made / "emb_obj.npy")
+        np.save(p["emb_obj"], np.array([Unpickled(Path(p["pickle_marker"]))], dtype=object),
+                allow_pickle=True)
+        p["emb_npz"] = str(made / "emb.npz")
+        np.savez(p["emb_npz"], a=vectors)
+        p["tile"] = str(made / "tile.png")
+        Image.new("RGBA", (4, 3), (200, 10, 10, 255)).save(p["tile"])
+        p["not_image"] = str(made / "not-image.png")
+        Path(p["not_image"]).write_text("not a png")
+        p["fake_blend"] = str(made / "fake.blend")
+        Path(p["fake_blend"]).write_text("not a blend file")
+        p["blend"] = str(render.DEMO_SCENE)
+        p["folder"] = str(self.root / "folder")  # a folder where a file is wanted
+        p["missing"] = str(self.root / "missing.csv")  # may be written as an output
+        p["under_file"] = p["corpus"] + "/x"  # a file as a folder: NotADirectoryError
+        p["out"] = str(self.root / "out")
+        p["parts"] = str(self.root / "parts")
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-create the embedding parts (``assemble_embeddings`` deletes what it joined)."""
+        for name, rows, value in (("part-0", 5, 1), ("part-5", 5, 6), ("part-none", 0, 0)):
+            path = Path(self.paths["parts"]) / f"{name}.npy"
+            if not path.exists():
+                np.save(path, np.full((rows, DIM), value, np.float32))
+
+    def __getitem__(self, name: str) -> str:
+        return self.paths[name]
+
+    def bad_paths(self, *wrong_kind: str) -> st.SearchStrategy[str]:
+        """Strings that are no usable path, or name files of the wrong kind."""
+        scratch = self.root / "scratch"
+        words = st.text(max_size=16).filter(lambda s: ".." not in s and "://" not in s)
+        return st.one_of(
+            st.sampled_from(["", " ", "\0", "x\0y", self["missing"], self["folder"],
+                             self["under_file"], "nope://bucket/x.csv", "a" * 5000,
+                             *(self[name] for name in wrong_kind)]),
+            words.map(lambda s: f"{scratch}/{s}"),
+        )
+
+    def inputs(self, *names: str, heavy: tuple[str, ...] = (), wrong: tuple[str, ...] = ()
+               ) -> Arg:
+        """The named input files (``heavy`` ones not on a real worker), or bad paths."""
+        good = [self[n] for n in names] + ([] if self.worker_safe else [self[n] for n in heavy])
+        bad = self.bad_paths(*wrong)
+        return Arg(st.sampled_from(good) if good else bad, bad)
+
+    def outputs(self, *suffixes: str) -> Arg:
+        """A fresh file (maybe in a folder to create), or a place that cannot be written."""
+        out = Path(self["out"]) / "files"
+        good = st.builds(lambda name, suffix, sub: str(out / sub / f"{name}{suffix}"),
+                         st.sampled_from(["a", "b", "c"]), st.sampled_from(suffixes),
+                         st.sampled_from(["", "new", "new/deeper"]))
+        return Arg(good, self.bad_paths())
+
+    def folders(self) -> Arg:
+        """A folder to write into (existing or not), or a place that cannot be one."""
+        out = Path(self["out"]) / "folders"
+        good = st.sampled_from([str(out), str(out / "new"), str(out / "new" / "deeper")])
+        return Arg(good, self.bad_paths("corpus"))
+
+    def fingerprint(self) -> dict[str, bytes]:
+        """The content of every input file: no task call may change one."""
+        return {str(path): path.read_bytes()
+                for path in sorted((self.root / "in").rglob("*")) if path.is_file()}
+
+
+# ---- per-task argument strategies -------------------------------------------------------
+
+COLUMNS = ["id", "country", "amount", "qty"]
+HOWS = ["sum", "count", "min", "max", "mean"]
+OPERATORS = ["==", "!=", "<", "<=", ">", ">="]
+VALUES = st.one_of(st.integers(-5, 30), st.floats(-5, 30), st.sampled_from(["fr", "de", "x"]),
+                   st.booleans(), st.none())
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed ``data`` spec over the test table's columns (types may not fit)."""
+    rule = st.one_of(st.tuples(st.sampled_from(COLUMNS), st.sampled_from(HOWS)).map(list),
+                     st.just(["*", "count"]))
+    spec: dict[str, Any] = {"aggregate": draw(st.dictionaries(
+        st.sampled_from(["n", "total", "low", "avg"]), rule, min_size=1, max_size=3))}
+    if draw(st.booleans()):
+        spec["group_by"] = draw(st.lists(st.sampled_from(COLUMNS), max_size=2, unique=True))
+    if draw(st.booleans()):
+        compare = st.tuples(st.sampled_from(COLUMNS), st.sampled_from(OPERATORS), VALUES)
+        member = st.tuples(st.sampled_from(COLUMNS), st.just("in"),
+                           st.lists(VALUES, max_size=3))
+        spec["filter"] = draw(st.lists(st.one_of(compare, member).map(list), max_size=2))
+    return spec
+
+
+SPEC_MISSES = st.sampled_from([
+    {"aggregate": {}}, {"aggregate": {"n": ["*", "sum"]}}, {"aggregate": {"n": ["id"]}},
+    {"aggregate": {"n": ["id", "median"]}}, {"aggregate": {"n": [3, "sum"]}},
+    {"aggregate": {"n": ["id", "sum"]}, "sort": "id"},
+    {"aggregate": {"n": ["id", "sum"]}, "map": 1},
+    {"aggregate": {"n": ["id", "sum"]}, "group_by": "country"},
+    {"aggregate": {"n": ["id", "sum"]}, "group_by": ["id", "id"]},
+    {"aggregate": {"n": ["id", "sum"]}, "group_by": ["nope"]},
+    {"aggregate": {"n": ["nope", "sum"]}},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", "~", 1]]},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", ">", [1]]]},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", "in", 1]]},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", "in", [[1]]]]},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [["nope", "==", 1]]},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [[1, "==", 1]]},
+    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", ">", 10**400]]},
+    {"aggregate": {"n": ["id", "sum"]}, "map": "team.not_registered"},
+])
+
+
+@st.composite
+def assemble_parts(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """What ``map_chunk`` returns, for group keys of 0 or 1 column (the spec may differ)."""
+    width = draw(st.sampled_from([0, 1]))
+    key = st.lists(st.sampled_from(["fr", "de", None]), min_size=width, max_size=width)
+    number = st.one_of(st.integers(0, 50), st.floats(-5, 5), st.none())
+    extreme = st.one_of(number, st.sampled_from(["fr", "de"]))
+    values = st.fixed_dictionaries({}, optional={
+        "amount|sum": number, "amount|count": st.integers(0, 9), "*|count": st.integers(0, 9),
+        "id|min": extreme, "id|max": extreme, "qty|sum": number, "qty|count": number})
+    part = st.fixed_dictionaries({
+        "hostname": st.sampled_from(["a@vm", "b@vm"]), "rows_in": st.integers(0, 9),
+        "rows_kept": st.integers(0, 9),
+        "partials": st.lists(st.tuples(key, values).map(list), max_size=3)})
+    return draw(st.lists(part, max_size=3))
+
+
+PARTS_MISSES = st.sampled_from([
+    {}, [{}], [None], [{"hostname": "a", "rows_in": -1, "rows_kept": 0, "partials": []}],
+    [{"hostname": "a", "rows_in": 1, "rows_kept": True, "partials": []}],
+    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[["fr"]]]}],
+    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[["fr"]], {}]]}],
+    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[], {"amount|nope": 1}]]}],
+    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[], {"amount|sum": "1"}]]}],
+    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[], {"id|min": [1]}]]}],
+    [{"hostname": 1, "rows_in": 1, "rows_kept": 1, "partials": []}],
+])
+
+
+def tame_rounds(call: Call) -> Call:
+    """``checksum`` with a valid but slow ``rounds`` (up to 10 million) gets at most 1000."""
+    args, kwargs = call
+
+    def cap(value: Any) -> Any:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return min(value, 1000) if ok and 1000 < value <= diag.MAX_ROUNDS else value
+
+    if len(args) >= 2:
+        args = [args[0], cap(args[1]), *args[2:]]
+    return args, {k: cap(v) if k == "rounds" else v for k, v in kwargs.items()}
+
+
+def tame_seconds(call: Call) -> Call:
+    """For a real worker: a valid ``sleep``/``burn`` takes at most 0.05 s."""
+    def cap(value: Any) -> Any:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return min(value, 0.05) if number and 0.05 < value <= diag.MAX_SECONDS else value
+
+    args, kwargs = call
+    return [cap(v) for v in args], {k: cap(v) for k, v in kwargs.items()}
+
+
+def tame_canvas(call: Call) -> Call:
+    """``assemble_tiles`` draws a canvas of the parts' ``size``: valid ones capped at 64 px."""
+    def cap(part: Any) -> Any:
+        size = part.get("size") if isinstance(part, dict) else None
+        if isinstance(size, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                          and 64 < v <= render.MAX_PIXELS for v in size):
+            return {**part, "size": [64] * len(size)}
+        return part
+
+    def parts(value: Any) -> Any:
+        return [cap(p) for p in value] if isinstance(value, list) else value
+
+    args, kwargs = call
+    if args:
+        args = [parts(args[0]), *args[1:]]
+    return args, {k: parts(v) if k == "parts" else v for k, v in kwargs.items()}
+
+
+@dataclass
+class TaskCase:
+    """Strategies for each argument of one task, and how to keep its valid cases cheap."""
+
+    args: dict[str, Arg]
+    tame: Callable[[Call], Call] | None = None
+    worker_tame: Callable[[Call], Call] | None = None
+
+
+def task_cases(f: Files) -> dict[str, TaskCase]:
+    """The argument strategies of every public task (a new task must be added here)."""
+    seconds = Arg(st.one_of(st.floats(0, diag.MAX_SECONDS), st.integers(0, 600)),
+                  st.sampled_from([600.000001, -1e-300, 601, -1, "1", True, *HUGE_NUMBERS]))
+    k = whole(1, 1000)
+    query = Arg(st.text(min_size=1, max_size=20).filter(str.strip), st.sampled_from(["", " "]))
+    name = Arg(st.sampled_from(["a@vm", "b@vm"]), st.sampled_from([1, None, ["a"]]))
+    hits = st.lists(st.tuples(st.integers(0, 11), st.floats(-1, 1)).map(list), max_size=4)
+    settings_ = Arg(
+        st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+            "samples": st.integers(1, 2), "seed": st.integers(0, 2**31 - 1),
+            "resolution": st.lists(st.integers(4, 16), min_size=2, max_size=2)})),
+        st.sampled_from([[], "fast", {"samples": 0}, {"samples": 4097}, {"samples": 1.5},
+                         {"seed": -1}, {"seed": 2**31}, {"resolution": [3, 4]},
+                         {"resolution": [4]}, {"resolution": [4, True]}, {"denoise": True}]))
+    blend = f.inputs(heavy=("blend",), wrong=("fake_blend", "corpus"))
+    tile_part = st.fixed_dictionaries({
+        "path": st.just(f["tile"]), "box": st.sampled_from([[0, 0, 4, 3], [4, 0, 8, 3]]),
+        "size": st.just([8, 3]), "hostname": name.valid})
+    tile_misses = st.sampled_from([
+        [], {}, [{"path": f["not_image"], "box": [0, 0, 4, 3], "size": [8, 3], "hostname": ""}],
+        [{"path": f["missing"], "box": [0, 0, 4, 3], "size": [8, 3], "hostname": ""}],
+        [{"path": f["folder"], "box": [0, 0, 4, 3], "size": [8, 3], "hostname": ""}],
+        [{"path": f["tile"], "box": [0, 0, 4, 4], "size": [8, 3], "hostname": ""}],
+        [{"path": f["tile"], "box": [0, 0, 4], "size": [8, 3], "hostname": ""}],
+        [{"path": f["tile"], "box": [6, 0, 10, 3], "size": [8, 3], "hostname": ""}],
+        [{"path": f["tile"], "box": [0, 0, 4, 3], "size": [0, 3], "hostname": ""}],
+        [{"path": f["tile"], "box": [0, 0, 4, 3], "size": [10**6, 10**6], "hostname": ""}],
+        [{"path": f["tile"], "box": [0, 0, 4, 3], "size": [8, 3], "hostname": ""},
+         {"path": f["tile"], "box": [4, 0, 8, 3], "size": [9, 3], "hostname": ""}],
+    ])
+    embedding_part = st.fixed_dictionaries({
+        "start": st.sampled_from([0, 5]), "hostname": name.valid,
+        "path": st.sampled_from([f["parts"] + "/part-0.npy", f["parts"] + "/part-5.npy"])})
+    embedding_misses = st.one_of(st.sampled_from([[], {}, [{"start": 0}]]), st.builds(
+        lambda path: [{"start": 0, "hostname": "a", "path": path}],
+        st.sampled_from([f["emb_1d"], f["emb_str"], f["emb_obj"], f["emb_npz"], f["binary"],
+                         f["missing"], f["folder"], f["parts"] + "/part-none.npy", ""])),
+        st.just([{"start": 0, "hostname": "a", "path": f["emb"]},
+                 {"start": 5, "hostname": "a", "path": f["emb_dim"]}]))
+    frames = st.fixed_dictionaries({"frame": st.integers(0, 9), "path": st.text(max_size=8),
+                                    "hostname": name.valid})
+    return {
+        "compute.diag.noop": TaskCase({}),
+        "compute.diag.sleep": TaskCase({"seconds": seconds}, worker_tame=tame_seconds),
+        "compute.diag.burn": TaskCase({"seconds": seconds}, worker_tame=tame_seconds),
+        "compute.diag.checksum": TaskCase({
+            "text": Arg(st.one_of(st.text(max_size=40), st.sampled_from(
+                ["a" * diag.MAX_TEXT, "\u00e9" * 2000])), st.just("a" * (diag.MAX_TEXT + 1))),
+            "rounds": Arg(st.one_of(st.integers(1, 1000), st.just(diag.MAX_ROUNDS)),
+                          outside(1, diag.MAX_ROUNDS)),
+        }, tame=tame_rounds),
+        "compute.data.map_chunk": TaskCase({
+            "source": f.inputs("csv", "parquet", wrong=("binary", "empty", "corpus")),
+            "chunk": Arg(
+                st.one_of(st.builds(lambda a, b: {"start": min(a, b), "end": max(a, b)},
+                                    st.integers(0, f.csv_size), st.integers(0, f.csv_size)),
+                          st.builds(lambda i: {"row_group": i}, st.integers(0, 2))),
+                st.sampled_from([{"row_group": 3}, {"start": 5, "end": 2}, {"start": 1},
+                                 {"start": -1, "end": 3}, {"row_group": 1.0}, {},
+                                 {"row_group": 0, "start": 0}, {"row_group": True}])),
+            "spec": Arg(specs(), SPEC_MISSES),
+            "schema": Arg(st.one_of(st.none(), st.dictionaries(
+                st.sampled_from(COLUMNS), st.sampled_from(
+                    ["int64", "string", "double", "bool", "binary", "nope", "list<int64>"]),
+                max_size=3)), st.sampled_from([[], "int64", {"id": 1}, {"id": None}])),
+        }),
+        "compute.data.assemble": TaskCase({
+            "parts": Arg(assemble_parts(), PARTS_MISSES),
+            "spec": Arg(st.one_of(specs(), st.sampled_from(
+                [{"aggregate": {"n": ["*", "count"]}},
+                 {"group_by": ["country"], "aggregate": {"total": ["amount", "sum"],
+                                                         "avg": ["amount", "mean"]}}])),
+                SPEC_MISSES),
+            "output": f.outputs(".csv", ".parquet", ".json", ".txt"),
+        }),
+        "compute.inference.embed_part": TaskCase({
+            "corpus": f.inputs(heavy=("corpus",), wrong=("latin1", "binary")),
+            "start": whole(0, 6), "end": whole(7, 12),
+            "out_dir": f.folders(),
+        }),
+        "compute.inference.assemble_embeddings": TaskCase({
+            "parts": Arg(st.lists(embedding_part, min_size=1, max_size=2), embedding_misses),
+            "output": f.outputs(".npy", ""),
+        }),
+        "compute.inference.search_part": TaskCase({
+            "embeddings": f.inputs(heavy=("emb", "emb", "emb_dim"), wrong=(
+                "emb_1d", "emb_3d", "emb_str", "emb_obj", "emb_npz", "binary", "emb_empty")),
+            "start": whole(0, 6), "end": whole(7, 12), "query": query, "k": k,
+        }),
+        "compute.inference.merge_hits": TaskCase({
+            "parts": Arg(st.lists(st.fixed_dictionaries({"hits": hits, "hostname": name.valid}),
+                                  max_size=3),
+                         st.sampled_from([{}, [{"hits": [[-1, 0.5]], "hostname": "a"}],
+                                          [{"hits": [[1]], "hostname": "a"}],
+                                          [{"hits": [["a", 0.5]], "hostname": "a"}],
+                                          [{"hits": [[1, "x"]], "hostname": "a"}],
+                                          [{"hits": [[True, 0.5]], "hostname": "a"}],
+                                          [{"hits": [[99, 0.5]], "hostname": "a"}]])),
+            "k": k,
+            "corpus": Arg(st.one_of(st.none(), st.just(f["corpus"])),
+                          f.bad_paths("latin1", "binary")),
+        }),
+        "compute.render.frame": TaskCase({
+            "blend": blend, "number": whole(1, 4), "out_dir": f.folders(),
+            "settings": settings_,
+        }),
+        "compute.render.tile": TaskCase({
+            "blend": blend, "number": whole(1, 4),
+            "cell": Arg(st.lists(st.integers(0, 1), min_size=2, max_size=2),
+                        st.sampled_from([[0], [0, 0, 0], [-1, 0], [0, 4], [0.0, 0], "0,0"])),
+            "grid": Arg(st.lists(st.integers(2, 4), min_size=2, max_size=2),
+                        st.sampled_from([[0, 1], [17, 1], [1], [1, True], {"x": 1}])),
+            "out_dir": f.folders(), "settings": settings_,
+        }),
+        "compute.render.assemble_tiles": TaskCase({
+            "parts": Arg(st.lists(tile_part, min_size=1, max_size=2), tile_misses),
+            "output": Arg(f.outputs(".png", ".tif", ".bmp").valid,
+                          st.one_of(f.outputs(".jpg", "", ".nope").valid, f.bad_paths())),
+        }, tame=tame_canvas),
+        "compute.render.collect_frames": TaskCase({
+            "parts": Arg(st.lists(frames, max_size=4), st.sampled_from(
+                [{}, [1], [{"frame": "1", "path": "", "hostname": ""}],
+                 [{"frame": 1, "hostname": ""}], [{"frame": 1, "path": None, "hostname": ""}]])),
+        }),
+    }
+
+
+def parameters(task: Any) -> list[inspect.Parameter]:
+    """The task's own parameters (``self`` of a bound task excluded)."""
+    return list(inspect.signature(task.run).parameters.values())
+
+
+FITTING = ["positional", "keywords", "mixed", "optional_left_out"]
+MISFITTING = ["one_missing", "one_too_many", "unknown_keyword", "repeated", "anything"]
+
+
+@st.composite
+def calls(draw: st.DrawFn, task: Any, case: TaskCase) -> Call:
+    """Arguments for ``task``: all valid, one of them wrong, or anything at all; passed in
+    one of the ways a caller can get a call right (mostly) or wrong."""
+    params = parameters(task)
+    names = [p.name for p in params]
+    if set(names) != set(case.args):
+        raise AssertionError(f"{task.name}: strategies for {sorted(case.args)}, "
+                             f"but the task takes {names}")
+    values = {n: draw(case.args[n].valid) for n in names}
+    which = draw(st.sampled_from(["all_valid", "one_wrong", "one_wrong", "anything"]))
+    if which == "one_wrong" and names:
+        wrong = draw(st.sampled_from(names))
+        values[wrong] = draw(st.one_of(case.args[wrong].bad, case.args[wrong].bad, JSON))
+    elif which == "anything":
+        values = {n: draw(st.one_of(case.args[n].valid, case.args[n].bad, JSON))
+                  for n in names}
+    required = [p.name for p in params if p.default is inspect.Parameter.empty]
+    shape = draw(st.sampled_from(FITTING * 2 + MISFITTING))
+    args: list[Any] = [values[n] for n in names]
+    kwargs: dict[str, Any] = {}
+    if shape == "keywords":
+        args, kwargs = [], values
+    elif shape == "mixed":
+        cut = draw(st.integers(0, len(names)))
+        args, kwargs = args[:cut], {n: values[n] for n in names[cut:]}
+    elif shape == "optional_left_out":
+        args = args[:len(required)]
+    elif shape == "one_missing" and required:
+        gone = draw(st.sampled_from(required))
+        args, kwargs = [], {n: v for n, v in values.items() if n != gone}
+    elif shape == "one_too_many":
+        args.append(draw(JSON))
+    elif shape == "unknown_keyword":
+        kwargs[draw(st.text(max_size=8).filter(lambda s: s not in names))] = draw(JSON)
+    elif shape == "repeated" and names:
+        repeated = draw(st.sampled_from(names))
+        kwargs[repeated] = values[repeated]
+    elif shape == "anything":
+        args = draw(st.lists(JSON, max_size=len(names) + 2))
+        kwargs = draw(st.dictionaries(st.sampled_from([*names, "x", "self"]), JSON, max_size=3))
+    return case.tame((args, kwargs)) if case.tame else (args, kwargs)
+
+
+def check_failure(task: Any, args: list[Any], kwargs: dict[str, Any], error: BaseException,
+                  traceback: str | None = None) -> None:
+    """``error`` is the validation error, naming the task and an argument."""
+    call = f"{task.name}(*{args!r:.300}, **{kwargs!r:.300})"
+    assert isinstance(error, InvalidArgument), (
+        f"{call} raised {type(error).__name__}: {error}\n{traceback or ''}")
+    message = str(error)
+    assert message.startswith(f"{task.name}: "), f"{call}: names no task: {message}"
+    named = [f"'{p.name}'" for p in parameters(task)] + ["arguments", "the result"]
+    assert any(word in message for word in named), (
+        f"{call}: message names none of {named}: {message}")
+
+
+def check_outcome(task: Any, args: list[Any], kwargs: dict[str, Any], outcome: Any) -> None:
+    if outcome.state == "SUCCESS":
+        assert isinstance(outcome.result, dict), outcome.result
+        kombu_dumps(outcome.result)  # a worker can store it
+        return
+    assert outcome.state == "FAILURE", outcome.state
+    check_failure(task, args, kwargs, outcome.result, outcome.traceback)
+
+
+# ---- fixtures ---------------------------------------------------------------------------
+
+class FakeClock(SimpleNamespace):
+    """``compute.diag``'s ``time``: sleeping is instant, the CPU clock jumps 1000 s per read."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.cpu = 0.0
+        super().__init__(monotonic=time.monotonic, sleep=lambda seconds: None)
+
+    def process_time(self) -> float:
+        self.cpu += 1000.0
+        return self.cpu
+
+
+def fake_encode(texts: list[str], batch_size: int = 64) -> np.ndarray:
+    rows = np.array([[hash((text, i)) % 997 + 1 for i in range(DIM)] for text in texts],
+                    np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    return Files(tmp_path_factory.mktemp("fuzz-files"))
+
+
+@pytest.fixture
+def fuzz_app(broker: Any, monkeypatch: pytest.MonkeyPatch, files: Files,
+             tmp_path: Path) -> Iterator[Celery]:
+    """An app on the test Redis, with a small message limit and the engines faked."""
+    monkeypatch.chdir(tmp_path)  # a relative output path lands here
+    monkeypatch.setattr(diag, "time", FakeClock())
+    monkeypatch.setattr(inference, "encode", fake_encode)
+    monkeypatch.setattr(inference, "device", lambda: "cpu")
+    monkeypatch.setattr(render, "_render", lambda scene, out: None)
+    fuzz = create_app(Settings.load(broker_url=broker.url(0), max_message_bytes=MESSAGE_LIMIT))
+    public_tasks(fuzz)
+    yield fuzz
+    fuzz.close()
+
+
+# ---- the tests --------------------------------------------------------------------------
+
+def test_every_public_task_has_a_strategy(tmp_path):
+    cases = task_cases(Files(tmp_path))
+
+    assert len(PUBLIC_TASKS) >= 14
+    assert all(name.startswith(BUILTIN_TASK_MODULES) for name in PUBLIC_TASKS)
+    assert sorted(cases) == PUBLIC_TASKS, "a task without a strategy, or a strategy too many"
+
+
+def regressions(f: Files) -> dict[str, list[Call]]:
+    """Calls that once raised something else than InvalidArgument, replayed on every run."""
+    csv = [f["csv"], {"start": 0, "end": f.csv_size}]
+    count = {"aggregate": {"n": ["*", "count"]}}
+    part = {"hostname": "a", "rows_in": 1, "rows_kept": 1}
+    tile = {"path": f["tile"], "box": [0, 0, 4, 3], "hostname": "a"}
+    out = f["out"] + "/regression"
+    return {
+        "compute.diag.sleep": [([10**400], {})],  # OverflowError in math.isfinite
+        "compute.diag.burn": [([-(10**400)], {})],
+        "compute.data.map_chunk": [
+            ([*csv, {"aggregate": {}}, None], {}),  # message named "data", not the task
+            ([f["csv"], {"start": "a", "end": 9}, count, None], {}),  # ValueError from int()
+            ([f["csv"], [0, 9], count, None], {}),  # TypeError
+            ([f["csv"], {"row_group": 0}, count, None], {}),  # ArrowInvalid: CSV as Parquet
+            ([None, {"row_group": 0}, count, None], {}),  # TypeError from fsspec
+            ([*csv, {"filter": [["country", ">", 3]], **count}, None], {}),  # Arrow: no kernel
+            ([*csv, {"filter": [["id", "in", 1]], **count}, None], {}),  # TypeError: pa.array(1)
+            ([*csv, {"aggregate": {"t": ["country", "sum"]}}, None], {}),  # ArrowNotImplemented
+            ([*csv, count, ["id"]], {}),  # AttributeError: list has no items()
+        ],
+        "compute.data.assemble": [
+            ([[], count, ""], {}),  # IsADirectoryError: "" is the working folder
+            ([[{**part, "partials": [[[], {"id|min": "fr"}]]},
+               {**part, "partials": [[[], {"id|min": 1}]]}],
+              {"aggregate": {"low": ["id", "min"]}}, out + ".csv"], {}),  # TypeError in min()
+            ([[{**part, "partials": [[["fr"], {}]]}], count, out + ".csv"], {}),  # ValueError
+            ([[{"rows_in": 1}], count, out + ".csv"], {}),  # KeyError
+        ],
+        "compute.inference.embed_part": [([None, 0, 1, out], {})],  # TypeError from Path()
+        "compute.inference.assemble_embeddings": [
+            ([[], out], {}),  # ValueError: need at least one array to concatenate
+            ([[{"start": 0, "path": f["emb_obj"], "hostname": "a"}], out], {}),  # pickled
+        ],
+        "compute.inference.search_part": [
+            ([f["emb_1d"], 0, 1, "cats", 1], {}),  # ValueError from matmul
+            ([f["emb_npz"], 0, 1, "cats", 1], {}),  # AttributeError: NpzFile has no shape
+            ([f["emb"], 0, 1, "cats", "3"], {}),  # TypeError: k was not checked
+        ],
+        "compute.inference.merge_hits": [
+            ([[], [], None], {}),  # TypeError: k was not checked
+            ([[{"hits": [[99, 0.5]], "hostname": "a"}], 1, f["corpus"]], {}),  # IndexError
+        ],
+        "compute.render.frame": [([f["blend"], 1, None, None], {})],  # TypeError from Path()
+        "compute.render.tile": [([f["blend"], "1", [0, 0], [1, 1], out, None], {})],  # TypeError
+        "compute.render.assemble_tiles": [
+            ([[], out + ".png"], {}),  # IndexError
+            ([[{**tile, "size": [10**6, 10**6]}], out + ".png"], {}),  # a 4 TB canvas
+            ([[{**tile, "size": [8, 3], "path": f["not_image"]}], out + ".png"], {}),  # PIL
+            ([[{**tile, "size": [8, 3]}], out + ".jpg"], {}),  # OSError: RGBA as JPEG
+        ],
+        "compute.render.collect_frames": [([[{"frame": "1"}, {"frame": 2}]], {})],  # TypeError
+    }
+
+
+@pytest.mark.parametrize("name", PUBLIC_TASKS)
+def test_any_arguments_succeed_or_fail_with_the_validation_error(name, fuzz_app, files):
+    task = fuzz_app.tasks[name]
+    inputs = files.fingerprint()
+    case = task_cases(files).get(name)
+    if case is None:
+        pytest.fail(f"{name} has no argument strategy in task_cases(): add one")
+    ran = []
+
+    @settings(max_examples=CASES_PER_TASK, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(call=calls(task, case))
+    def one_call(call: Call) -> None:
+        files.refresh()
+        args, kwargs = call
+        check_outcome(task, args, kwargs, task.apply(args=args, kwargs=kwargs))
+        ran.append(1)
+
+    for call in regressions(files).get(name, []):
+        one_call = example(call=call)(one_call)
+    one_call()
+
+    assert len(ran) >= CASES_PER_TASK
+    assert not Path(files["pickle_marker"]).exists(), "a pickled .npy was loaded"
+    assert files.fingerprint() == inputs, "a task call changed an input file"
+
+
+SIGNATURE_MISFITS = [
+    ("compute.diag.noop", [1], {}),
+    ("compute.diag.sleep", [], {}),
+    ("compute.diag.sleep", [1, 2], {}),
+    ("compute.diag.sleep", [], {"second": 1}),
+    ("compute.diag.checksum", ["a"], {"text": "a"}),
+    ("compute.render.collect_frames", [], {"parts": [], "self": 1}),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "kwargs"), SIGNATURE_MISFITS)
+def test_a_call_that_does_not_fit_the_signature_is_an_invalid_argument(
+        name, args, kwargs, fuzz_app):
+    task = fuzz_app.tasks[name]
+
+    outcome = task.apply(args=args, kwargs=kwargs)
+
+    assert outcome.state == "FAILURE"
+    assert isinstance(outcome.result, InvalidArgument), repr(outcome.result)
+    assert str(outcome.result).startswith(f"{name}: ")
+    params = [p.name for p in parameters(task)]
+    assert all(f"'{p}'" in str(outcome.result) for p in params)  # says what it takes
+
+
+def draw_calls(task: Any, case: TaskCase, count: int) -> list[Call]:
+    """``count`` calls of ``task`` drawn by Hypothesis, made short for a real worker."""
+    drawn: list[Call] = []
+
+    @settings(max_examples=count, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(call=calls(task, case))
+    def collect(call: Call) -> None:
+        drawn.append(case.worker_tame(call) if case.worker_tame else call)
+
+    collect()
+    return drawn
+
+
+def run_on_worker(app: Celery, worker: Any, sample: list[tuple[Any, Call]]
+                  ) -> list[tuple[str, Any, str | None]]:
+    """(state, result or error, traceback) of each call sent to ``worker``; plain values
+    only, so no AsyncResult outlives this (one torn down after Redis stopped would hang)."""
+    sent = [app.send_task(task.name, args=args, kwargs=kwargs) for task, (args, kwargs) in sample]
+    with contextlib.suppress(AssertionError):  # judged by the caller, from the states
+        wait_for(lambda: all(result.ready() for result in sent) or not worker.alive,
+                 timeout=120, every=0.25, what=f"{len(sent)} fuzzed tasks done")
+    return [(r.state, r.result, r.traceback) if r.ready() else (r.state, None, None)
+            for r in sent]
+
+
+def test_a_real_worker_refuses_fuzzed_arguments_and_keeps_serving(app, workers, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the worker's folder: where a relative output path lands
+    worker = workers("fuzz-a", "--concurrency", "2",
+                     env={"IDLE_ACCEL_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT)})
+    safe = Files(tmp_path / "files", worker_safe=True)
+    inputs = safe.fingerprint()
+    cases = task_cases(safe)
+    tasks = public_tasks(app)
+    sample = [(tasks[name], call) for name in PUBLIC_TASKS
+              for call in draw_calls(tasks[name], cases[name], WORKER_CASES_PER_TASK)]
+
+    outcomes = run_on_worker(app, worker, sample)
+    after = app.signature("compute.diag.noop").delay().get(timeout=30)
+
+    assert worker.alive
+    assert after == {"hostname": worker.node}
+    assert len(outcomes) >= WORKER_CASES_PER_TASK * len(PUBLIC_TASKS)
+    states = [state for state, _, _ in outcomes]
+    assert set(states) <= {"SUCCESS", "FAILURE"}, "some tasks never ended"
+    assert "SUCCESS" in states and "FAILURE" in states
+    for (task, (args, kwargs)), (state, result, traceback) in zip(sample, outcomes, strict=True):
+        if state == "FAILURE":
+            check_failure(task, args, kwargs, result, traceback)
+    assert not Path(safe["pickle_marker"]).exists()
+    assert safe.fingerprint() == inputs
+
+
+def test_a_tile_grid_finer_than_the_frame_is_refused(fuzz_app, files):
+    tile = fuzz_app.tasks["compute.render.tile"]
+
+    outcome = tile.apply(args=[files["blend"], 1, [0, 0], [5, 2], files["out"] + "/tiles",
+                               {"resolution": [4, 8]}])
+
+    assert outcome.state == "FAILURE"
+    assert str(outcome.result) == (
+        "compute.render.tile: argument 'grid': 5x2 tiles do not fit the frame's 4x8 pixels")
+
+
+def test_joined_embeddings_are_written_at_the_output_named(fuzz_app, files):
+    assemble = fuzz_app.tasks["compute.inference.assemble_embeddings"]
+    output = Path(files["out"]) / "joined" / "corpus.vectors"  # no .npy: np.save would add one
+    parts = [{"start": start, "path": f"{files['parts']}/part-{start}.npy", "hostname": "a"}
+             for start in (5, 0)]
+
+    result = assemble.apply(args=[parts, str(output)]).get()
+    files.refresh()
+
+    assert result["output"] == str(output)
+    assert output.is_file()
+    joined = np.load(output)
+    assert joined.shape == (10, DIM)
+    assert (joined[:5] == 1).all() and (joined[5:] == 6).all()  # part-0 first: corpus order
