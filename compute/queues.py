@@ -88,14 +88,3 @@ def tiers_within(base: str, kind: str, gib: float, tiers: tuple[int, ...]) -> li
     """Every tier queue a machine with ``gib`` GiB of ``kind`` can serve."""
     return [f"{base}.{kind}{size}" for size in tiers if size <= gib]
 
-
-def natural_queue(task: object) -> str:
-    """The queue a task goes to when nothing pins it: its needs, its family's route, or cpu."""
-    needs_queue = getattr(task, "needs_queue", None)
-    if needs_queue:
-        return str(needs_queue)
-    name = str(getattr(task, "name", ""))
-    for pattern, route in ROUTES.items():
-        if name.startswith(pattern.rstrip("*")):
-            return route["queue"]
-    return DEFAULT

@@ -59,26 +59,25 @@ def new_keys(directory: Path) -> tuple[Path, Path]:
     return key_path, pub_path
 
 
-def load_private(path: str) -> Ed25519PrivateKey:
+def _load(path: str, what: str, kind: str, read: Any, cls: type) -> Any:
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        key = read(Path(path).read_bytes())
     except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"signing key {path}: cannot be read as a PEM private key: {exc}"
-                          ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"signing key {path}: not an Ed25519 key (use `idle-accel keys new`)")
+        raise ConfigError(f"{what} {path}: cannot be read as a PEM {kind} key: {exc}") from None
+    if not isinstance(key, cls):
+        raise ConfigError(f"{what} {path}: not an Ed25519 key (use `idle-accel keys new`)")
     return key
+
+
+def load_private(path: str) -> Ed25519PrivateKey:
+    return _load(path, "signing key", "private",
+                 lambda data: serialization.load_pem_private_key(data, password=None),
+                 Ed25519PrivateKey)
 
 
 def load_public(path: str) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"trusted key {path}: cannot be read as a PEM public key: {exc}"
-                          ) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"trusted key {path}: not an Ed25519 key (use `idle-accel keys new`)")
-    return key
+    return _load(path, "trusted key", "public", serialization.load_pem_public_key,
+                 Ed25519PublicKey)
 
 
 def _as_received(value: Any) -> Any:

@@ -100,3 +100,13 @@ def test_the_same_error_on_every_machine_is_the_verdict(app, workers):
     result = app.signature("compute.diag.checksum", ("x", 0)).apply_async(verify=2)
     with pytest.raises(VerificationFailed, match=r"failed the same way on every host.*rounds"):
         result.get(timeout=TIMEOUT)
+
+
+def test_the_cli_sends_a_task_to_its_regions_queue(broker, broker_env):
+    done = subprocess.run([*cli_command(), "submit", "task", "compute.diag.checksum",
+                           "--args", '["a", 2]', "--region", "eu-west", "--no-wait"],
+                          env={**os.environ, **broker_env}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    with broker.client() as client:  # no worker: it waits in the pinned queue only
+        assert (client.llen("cpu@eu-west"), client.llen("cpu")) == (1, 0)

@@ -157,7 +157,9 @@ def task(
             raise InvalidArgument(f"no task named {name!r}; try compute.diag.checksum")
         options: dict[str, Any] = {}
         if region:
-            options["queue"] = q.regional(q.natural_queue(app.tasks[name]), region)
+            # where Celery's own routing sends it, pinned to the region
+            routed = app.amqp.router.route({}, name, positional, named, app.tasks[name])
+            options["queue"] = q.regional(routed["queue"].name, region)
         if verify is not None:
             options.update(verify=verify, tolerance=tolerance)
         result = app.tasks[name].apply_async(positional, named, **options)
