@@ -33,11 +33,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": settings.unacked_restore_interval,
         "unacked_restore_throttle": settings.unacked_restore_throttle,
     }
+    backend = {"visibility_timeout": settings.visibility_timeout}
+    if settings.namespace:
+        # An enrolled volunteer: every key and channel of kombu and of the result
+        # backend lives in its namespace, the only one its Redis user may touch.
+        transport["global_keyprefix"] = backend["global_keyprefix"] = settings.namespace
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
         "broker_transport_options": transport if settings.broker_is_redis else {},
-        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "result_backend_transport_options": backend,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # volunteers reconnect for ever
         # JSON only: a pickled message is refused, never loaded.
@@ -51,8 +56,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # On Redis an ack still works after a reconnect: keep running tasks.
-        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # On Redis an ack still works after a reconnect: keep running tasks (their
+        # leases keep them here). On AMQP the broker requeues every unacknowledged
+        # task of a lost connection at once and an ack cannot outlive its channel:
+        # end the local copies, or two would run (one here, one requeued).
+        "worker_cancel_long_running_tasks_on_connection_loss": not settings.broker_is_redis,
+        # AMQP: a worker that vanished (or froze) is noticed by the broker, and its
+        # tasks requeued, within about one visibility timeout, as leases do on Redis
+        # (Celery's 120 s default took about 3 minutes).
+        **({} if settings.broker_is_redis
+           else {"broker_heartbeat": max(5.0, settings.visibility_timeout / 2)}),
+        # A channel the broker closed (RabbitMQ's consumer_timeout: "delivery
+        # acknowledgement timed out") is a reconnect, not a worker exit.
+        "broker_channel_error_retry": True,
         # Flower and the CLI see tasks and their progress.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -114,6 +130,7 @@ def create_app(settings: Settings, *, main: str = "idle-accelerator") -> Celery:
                  task_cls="compute.base:BaseTask")
     app.conf.update(celery_config(settings))
     app.idle_accel_settings = settings
+    app.idle_accel_namespace = settings.namespace  # compute/namespace.py: its own keys' prefix
     install_worker_steps(app)  # every worker of this app, plain `celery worker` too
     return app
 

@@ -4,7 +4,9 @@ A volunteer's owner can come back at any moment; after ``--preempt-after``
 the task is ended and requeued, and the next worker that takes it calls
 ``restore()`` to pick up from the last ``checkpoint(state)`` (HTCondor's
 self-checkpointing jobs, BOINC's checkpoint files). State is JSON, kept in
-the result backend's Redis under the task id, and expires with results.
+the result backend's Redis under the task id, and expires with results. An
+enrolled volunteer keeps it in its own namespace: only it reads it back (a
+stranger's intermediate state is never handed to another volunteer).
 
     @shared_task(bind=True, base=CheckpointTask, name="team.count")
     def count(self, n):
@@ -23,7 +25,7 @@ from typing import Any
 
 import redis
 
-from compute import keys
+from compute import keys, namespace
 from compute.base import BaseTask
 from compute.errors import InvalidArgument
 
@@ -52,7 +54,7 @@ class CheckpointTask(BaseTask):
         task_id = self.request.id
         if not task_id:
             raise RuntimeError("checkpoints exist only for a task run by a worker")
-        return keys.checkpoint(task_id)
+        return namespace.key(self.app, keys.checkpoint(task_id))
 
     def checkpoint(self, state: Any) -> None:
         """Save ``state`` (JSON-serializable) as this task's progress, replacing the last."""

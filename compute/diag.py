@@ -57,7 +57,8 @@ def burn(self, seconds: float) -> dict:
     Progress is CPU time, not wall time, so a stopped (suspended) burn makes
     no progress until it is continued. Progress is checkpointed every
     ``CHECKPOINT_EVERY`` CPU seconds: a burn preempted on one worker resumes on
-    the next from its last checkpoint (``resumed_from`` > 0), not from zero.
+    the next that can read its checkpoint (the same volunteer, or any dedicated
+    worker) from there (``resumed_from`` > 0), not from zero.
     """
     duration = validate.seconds(self.name, "seconds", seconds, maximum=MAX_SECONDS)
     saved = self.restore() or {}

@@ -17,6 +17,14 @@ class InvalidArgument(IdleAccelError, ValueError):
     """
 
 
+class WrongCall(InvalidArgument, TypeError):
+    """A call that does not fit the task's signature (arity, unknown or repeated keyword).
+
+    An :class:`InvalidArgument` like every refused input, and a ``TypeError``
+    as Celery promises for a call that does not fit (``Task.__call__``).
+    """
+
+
 class PayloadTooLarge(InvalidArgument):
     """Arguments or a result too large for a message: send a reference to the data instead."""
 
@@ -27,3 +35,10 @@ class JobError(IdleAccelError):
 
 class VerificationFailed(IdleAccelError):
     """A verified task's replicas disagreed (or its record is gone); the message names the hosts."""
+
+
+class TaskFailedRemotely(IdleAccelError):
+    """A task failed on a volunteer with an error the coordinator does not rebuild as its type.
+
+    The message is ``Type: message`` as the volunteer reported it.
+    """

@@ -56,3 +56,25 @@ def verification(verification_id: str) -> str:
 
 #: The latest verdicts, newest first (list of JSON, capped).
 VERDICTS = f"{PREFIX}verdicts"
+
+
+# -- the coordinator (compute/coordinator/): trusted, team side ---------------------------------
+
+#: Enrolled volunteers (hash: name -> JSON record: enrolled, state, reason).
+VOLUNTEERS = f"{PREFIX}volunteers"
+#: The active coordinator's lock (value: its token); standbys wait for it.
+COORDINATOR_LOCK = f"{PREFIX}coordinator:lock"
+#: Team messages the coordinator took from a queue and has not yet placed (crash-safe).
+COORDINATOR_INBOX = f"{PREFIX}coordinator:inbox"
+#: Every open assignment (sorted set: ``VOLUNTEER/TASK_ID`` -> its deadline).
+ASSIGNMENTS = f"{PREFIX}assignments"
+
+
+def assignment(volunteer: str, task_id: str) -> str:
+    """One task handed to a volunteer (hash: queue, the team's message, times, state)."""
+    return f"{PREFIX}assign:{volunteer}/{task_id}"
+
+
+def assigned(volunteer: str) -> str:
+    """The task ids a volunteer holds (set)."""
+    return f"{PREFIX}assigned:{volunteer}"

@@ -41,7 +41,9 @@ class Verdict:
     def summary(self) -> str:
         if self.agreed:
             hosts = ", ".join(o.node for o in self.groups[0])
-            return f"{len(self.groups[0])} hosts agree ({hosts})"
+            dissent = "".join(f"; dissent: {o.node} (host {o.host}) -> {describe(o, 60)}"
+                              for group in self.groups[1:] for o in group)
+            return f"{len(self.groups[0])} hosts agree ({hosts}){dissent}"
         parts = [" + ".join(f"{o.node} (host {o.host})" for o in group) + " -> "
                  + describe(group[0]) for group in self.groups]
         return "results disagree: " + "; ".join(parts)
@@ -81,6 +83,15 @@ def decide(outcomes: list[Outcome], k: int, tolerance: float = 0.0) -> Verdict:
         raise ValueError(f"a verdict needs {k} outcomes, got {len(outcomes)}")
     if len({o.host for o in outcomes}) != k:
         raise ValueError("a verdict needs outcomes from distinct hosts")
+    groups = grouped(outcomes, tolerance)
+    if len(groups) == 1:
+        first = groups[0][0]
+        return Verdict(True, value=first.result, error=first.error, groups=groups)
+    return Verdict(False, groups=groups)
+
+
+def grouped(outcomes: list[Outcome], tolerance: float = 0.0) -> list[list[Outcome]]:
+    """``outcomes`` grouped by the outcome they agree on, largest group first."""
     groups: list[list[Outcome]] = []
     for outcome in sorted(outcomes, key=lambda o: o.replica):
         for group in groups:
@@ -90,7 +101,27 @@ def decide(outcomes: list[Outcome], k: int, tolerance: float = 0.0) -> Verdict:
         else:
             groups.append([outcome])
     groups.sort(key=len, reverse=True)
-    if len(groups) == 1:
-        first = groups[0][0]
-        return Verdict(True, value=first.result, error=first.error, groups=groups)
-    return Verdict(False, groups=groups)
+    return groups
+
+
+def adaptive(outcomes: list[Outcome], k: int, cap: int, tolerance: float = 0.0
+             ) -> Verdict | int:
+    """BOINC's adaptive replication: a verdict, or how many more replicas to send.
+
+    Accepted when ``k`` outcomes from distinct hosts agree; while they do not,
+    more replicas go to other hosts, up to ``cap`` outcomes in all. Refused
+    (not agreed) when even ``cap`` outcomes could no longer give ``k`` that
+    agree. One host counts once (its first outcome).
+    """
+    first: dict[str, Outcome] = {}
+    for outcome in sorted(outcomes, key=lambda o: o.replica):
+        first.setdefault(outcome.host, outcome)
+    groups = grouped(list(first.values()), tolerance)
+    best = len(groups[0]) if groups else 0
+    if best >= k:
+        winners = groups[0]
+        return Verdict(True, value=winners[0].result, error=winners[0].error, groups=groups)
+    missing = k - best
+    if len(first) + missing > cap:
+        return Verdict(False, groups=groups)
+    return missing

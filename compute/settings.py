@@ -9,13 +9,15 @@ Nothing here is read at import time: build a :class:`Settings` when needed.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from kombu.utils.url import maybe_sanitize_url
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from compute import namespace
 from compute import queues as q
 from compute.errors import ConfigError
 from compute.hostid import machine_host_id
@@ -66,14 +68,27 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CELERY_RESULT_BACKEND", "result_backend"),
         description="Result backend URL (redis:// or rediss://); defaults to a Redis broker.",
     )
+    broker_url_file: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CELERY_BROKER_URL_FILE", "broker_url_file"),
+        description="File holding the whole broker URL (a container secret, e.g. a "
+                    "volunteer's enrolled URL); wins over CELERY_BROKER_URL.",
+    )
+    broker_password_file: str | None = Field(
+        None,
+        description="File holding the broker user's password (a container secret): put "
+                    "into CELERY_BROKER_URL, and into CELERY_RESULT_BACKEND when it names a "
+                    "user without a password, so no password sits in the environment.",
+    )
     result_expires: int = Field(
         86_400, ge=60, description="Seconds a task result is kept in Redis."
     )
     visibility_timeout: int = Field(
         15,
         ge=6,
-        description="Redis: seconds a task's lease may go unrenewed (its worker gone) before "
-                    "the task goes to another worker; workers renew every third of it.",
+        description="Seconds a vanished worker's tasks wait before going to another worker. "
+                    "Redis: how long a lease may go unrenewed (workers renew every third of "
+                    "it); RabbitMQ: twice the connection heartbeat.",
     )
     unacked_restore_interval: float = Field(
         5.0, gt=0, description="Redis: seconds between sweeps for tasks whose lease ran out."
@@ -231,6 +246,26 @@ class Settings(BaseSettings):
             raise ValueError("must be a finite number of seconds")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        """Fill the broker URL (and its password) from the files that hold them."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        url_file = data.get("broker_url_file") or data.get("CELERY_BROKER_URL_FILE")
+        if url_file:
+            data.pop("CELERY_BROKER_URL", None)
+            data["broker_url"] = _read_secret(url_file, "CELERY_BROKER_URL_FILE")
+        password_file = data.get("broker_password_file")
+        if password_file:
+            password = _read_secret(password_file, "IDLE_ACCEL_BROKER_PASSWORD_FILE")
+            for key in ("broker_url", "CELERY_BROKER_URL", "result_backend",
+                        "CELERY_RESULT_BACKEND"):
+                if isinstance(data.get(key), str):
+                    data[key] = _with_password(data[key], password)
+        return data
+
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme(cls, value: str) -> str:
@@ -245,6 +280,15 @@ class Settings(BaseSettings):
         return value or None
 
     @model_validator(mode="after")
+    def _one_namespace(self) -> Settings:
+        broker, backend = namespace.of_url(self.broker_url), namespace.of_url(self.backend_url)
+        if broker != backend:
+            raise ValueError("CELERY_RESULT_BACKEND must log in as the same volunteer as "
+                             "CELERY_BROKER_URL (an enrolled volunteer's keys live in its "
+                             "own namespace)")
+        return self
+
+    @model_validator(mode="after")
     def _backend_needed(self) -> Settings:
         if self.result_backend is None and not self.broker_is_redis:
             raise ValueError(
@@ -257,6 +301,11 @@ class Settings(BaseSettings):
     def host(self) -> str:
         """The machine's identity: ``host_id``, else derived from the OS (compute/hostid.py)."""
         return self.host_id or machine_host_id()
+
+    @property
+    def namespace(self) -> str:
+        """The key prefix of an enrolled volunteer's worker ('' for the team and dedicated)."""
+        return namespace.of_url(self.broker_url)
 
     @property
     def broker_is_redis(self) -> bool:
@@ -307,6 +356,26 @@ class Settings(BaseSettings):
             rows.append((key, env_name(key), "" if value is None else str(value),
                          field.description or ""))
         return rows
+
+
+def _read_secret(path: str, variable: str) -> str:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path} ({exc.strerror})") from None
+    if not text:
+        raise ValueError(f"{variable}: {path} is empty")
+    return text
+
+
+def _with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` for its user, when it names a user and no password."""
+    parts = urlsplit(url)
+    if not parts.username or parts.password is not None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def env_name(key: str) -> str:

@@ -34,12 +34,15 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from compute import keys
 from compute.errors import InvalidArgument, VerificationFailed
-from compute.quorum import Outcome, Verdict, decide
+from compute.quorum import Outcome, Verdict, adaptive, decide, grouped
 
 log = logging.getLogger(__name__)
 
 #: Message header that marks a replica; its value is the verification id.
 HEADER = "idle_accel_verify"
+#: Header of an extra replica (adaptive replication): the replica it stands for, when
+#: its message is a copy of another replica's (same task id, so the team's signature holds).
+REPLICA_HEADER = "idle_accel_replica"
 MIN_K, MAX_K = 2, 16
 #: How many verdicts ``fleet verdicts`` keeps.
 KEEP_VERDICTS = 1000
@@ -86,6 +89,11 @@ def _ttl(app: Any) -> int:
     return max(60, int(app.conf.result_expires or 86_400))
 
 
+def max_replicas(k: int) -> int:
+    """How many replicas a verification may use in all (adaptive replication): 2k + 1."""
+    return 2 * k + 1
+
+
 def replica_ids(verification_id: str, k: int) -> list[str]:
     return [f"{verification_id}-{i}" for i in range(1, k + 1)]
 
@@ -109,7 +117,8 @@ def send(app: Any, name: str, args: Any, kwargs: Any, k: Any, tolerance: Any,
     key = keys.verification(verification_id)
     ids = replica_ids(verification_id, k)
     pipe = client.pipeline()
-    pipe.hset(key, mapping={"task": name, "k": k, "tolerance": repr(float(tolerance)),
+    pipe.hset(key, mapping={"task": name, "k": k, "cap": max_replicas(k),
+                            "tolerance": repr(float(tolerance)),
                             "created": f"{time.time():.3f}", "replicas": json.dumps(ids)})
     pipe.expire(key, _ttl(app))
     pipe.execute()
@@ -155,9 +164,61 @@ def _verdict_json(verification_id: str, fields: dict[str, str], verdict: Verdict
 
 def conclude(app: Any, verification_id: str) -> Verdict:
     """Decide on the k recorded outcomes and publish the verdict (called once, by one worker)."""
-    client = app.backend.client
-    fields = _fields(client, verification_id)
+    fields = _fields(app.backend.client, verification_id)
     verdict = decide(_outcomes(fields), int(fields["k"]), float(fields.get("tolerance", 0)))
+    return publish(app, verification_id, fields, verdict)
+
+
+def settle(app: Any, verification_id: str,
+           extend: Callable[[list[str]], None] | None = None, *,
+           store: bool = True) -> Verdict | None:
+    """Decide on the outcomes so far: publish a verdict, or send more replicas.
+
+    With ``extend`` (the coordinator's, which can send a copy of a replica to
+    another machine) a disagreement asks for more replicas, up to the record's
+    ``cap`` (BOINC's adaptive replication); without it, k outcomes that
+    disagree fail the task. None when more replicas were sent. ``store=False``:
+    the caller stores the verdict as the task's result itself (the coordinator,
+    which also runs the task's continuations from it).
+    """
+    client = app.backend.client
+    fields, outcomes = state(client, verification_id)
+    k = int(fields["k"])
+    cap = int(fields.get("cap", k)) if extend is not None else len(outcomes)
+    found = adaptive(outcomes, k, max(cap, len(outcomes)), float(fields.get("tolerance", 0)))
+    if isinstance(found, Verdict):
+        return publish(app, verification_id, fields, found, store=store)
+    listed = json.loads(fields.get("replicas", "[]"))
+    new = [f"{verification_id}-{len(listed) + i}" for i in range(1, found + 1)]
+    add_replicas(client, verification_id, new)
+    log.warning("verification %s: %s; %d more replica(s) sent", verification_id,
+                Verdict(False, groups=grouped(outcomes, float(fields.get("tolerance", 0))))
+                .summary(), found)
+    assert extend is not None
+    extend(new)
+    return None
+
+
+def state(client: Any, verification_id: str) -> tuple[dict[str, str], list[Outcome]]:
+    """A verification's record fields and its recorded outcomes."""
+    fields = _fields(client, verification_id)
+    return fields, _outcomes(fields)
+
+
+def add_replicas(client: Any, verification_id: str, new: list[str]) -> None:
+    """List more replicas (adaptive replication) and let the next outcome decide again."""
+    fields = _fields(client, verification_id)
+    listed = json.loads(fields.get("replicas", "[]"))
+    pipe = client.pipeline()
+    pipe.hset(keys.verification(verification_id), "replicas", json.dumps([*listed, *new]))
+    pipe.hdel(keys.verification(verification_id), "deciding")
+    pipe.execute()
+
+
+def publish(app: Any, verification_id: str, fields: dict[str, str], verdict: Verdict, *,
+            store: bool = True) -> Verdict:
+    """Record ``verdict`` in the fleet's latest verdicts and (``store``) as the task's result."""
+    client = app.backend.client
     entry = _verdict_json(verification_id, fields, verdict)
     text = json.dumps(entry, separators=(",", ":"))
     pipe = client.pipeline()
@@ -165,6 +226,8 @@ def conclude(app: Any, verification_id: str) -> Verdict:
     pipe.lpush(keys.VERDICTS, text)
     pipe.ltrim(keys.VERDICTS, 0, KEEP_VERDICTS - 1)
     pipe.execute()
+    if not store:
+        return verdict
     if verdict.agreed and verdict.error is None:
         app.backend.store_result(verification_id, verdict.value, states.SUCCESS)
     else:
@@ -176,16 +239,34 @@ def conclude(app: Any, verification_id: str) -> Verdict:
     return verdict
 
 
+class HandBack(Reject):
+    """This machine already ran another replica: the message goes back for another machine.
+
+    It goes back after ``pause`` seconds, which the worker waits without
+    holding a pool process or a prefetch slot (``worker/celery_gate.py``), so
+    it takes other work meanwhile (the replica another machine refused, say);
+    on AMQP it is re-published to the tail of its queue, since RabbitMQ puts a
+    requeued message back at the head, where the same worker took it again.
+    """
+
+    def __init__(self, reason: str | None = None, requeue: bool = True,
+                 pause: float = 0.0) -> None:
+        super().__init__(reason, requeue)
+        self.pause = pause
+        self.args = (reason, requeue, pause)  # crosses the pool's pipe pickled: keep the pause
+
+
 def _hand_back(replica: str) -> None:
     refusals = _pauses.get(replica, 0)
     _pauses[replica] = refusals + 1
-    time.sleep(min(MAX_PAUSE, FIRST_PAUSE * 2 ** refusals))
-    raise Reject("this machine already ran another replica of the task", requeue=True)
+    raise HandBack("this machine already ran another replica of the task", requeue=True,
+                   pause=min(MAX_PAUSE, FIRST_PAUSE * 2 ** refusals))
 
 
 def run_replica(task: Any, verification_id: str, host: str, body: Callable[[], Any]) -> Any:
     """Run one replica of a verified task on this machine (``host``), or hand it back."""
-    replica, node = task.request.id, task.request.hostname or "?"
+    replica = str(getattr(task.request, REPLICA_HEADER, None) or task.request.id)
+    node = task.request.hostname or "?"
     client = task.app.backend.client
     state = claim(client, verification_id, replica, host)
     if state == "other":
@@ -217,7 +298,7 @@ def run_replica(task: Any, verification_id: str, host: str, body: Callable[[], A
 def _settle(task: Any, verification_id: str, outcome: Outcome) -> None:
     state = record(task.app.backend.client, verification_id, outcome)
     if state == "decide":
-        conclude(task.app, verification_id)
+        settle(task.app, verification_id)
     elif state != "recorded":
         log.info("replica %s on %s not counted: %s", outcome.replica, outcome.node, state)
 

@@ -10,10 +10,19 @@ ARG BASE=python:3.11-slim
 FROM ${BASE} AS build
 ARG EXTRAS=""
 WORKDIR /src
+COPY deploy/requirements.lock ./deploy/
 COPY pyproject.toml README.md LICENSE ./
 COPY compute ./compute
 COPY worker ./worker
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${EXTRAS:+[$EXTRAS]}"
+# Every dependency at the version and SHA-256 of deploy/requirements.lock (made for
+# x86_64 Linux, Python 3.11: remake it for another platform); the project from this
+# context. The optional EXTRAS are held to the same versions, without hashes.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --require-hashes -r deploy/requirements.lock \
+    && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && if [ -n "$EXTRAS" ]; then \
+         sed 's/ --hash=.*//' deploy/requirements.lock > /tmp/constraints.txt \
+         && pip wheel --no-cache-dir --wheel-dir /wheels -c /tmp/constraints.txt ".[$EXTRAS]"; \
+       fi
 
 FROM ${BASE}
 ENV PYTHONUNBUFFERED=1 \
@@ -22,7 +31,10 @@ ENV PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     HF_HUB_OFFLINE=1
 RUN groupadd --system --gid 10001 idle \
-    && useradd --system --uid 10001 --gid idle --no-create-home --home-dir /nonexistent idle
+    && useradd --system --uid 10001 --gid idle --no-create-home --home-dir /nonexistent idle \
+    && install -d -o 10001 -g 10001 -m 0700 /data
+# /data: Flower's database (the compose volume flower-data starts as a copy of this
+# folder, so it belongs to the image's user, not to root).
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 USER 10001:10001

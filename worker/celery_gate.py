@@ -10,11 +10,16 @@
 - :class:`OwnerStep` (worker blueprint): runs the owner loop beside the pool
   and stops it, releasing suspended tasks, when the worker shuts down.
 - :class:`LeaseStep` (worker blueprint, every worker of the app, Redis only):
-  renews the leases of held tasks (``worker/lease.py``); :class:`KeepHeldStep`
+  renews the leases of held tasks (``worker/lease.py``: every tag the
+  channel holds, rate-limited and ETA tasks too), fenced by the score kombu
+  wrote at delivery (``_note_delivery_times``); a copy whose task another
+  worker took meanwhile is ended (``end_copy``); :class:`KeepHeldStep`
   keeps them through a lost connection, and acknowledgements land after a
   reconnect (``_acks_outlive_their_connection``).
 - :class:`RefuseMalformedStep` and ``_drop_malformed_items``: a message Celery
   or kombu cannot read is logged and refused, never fatal.
+- ``_time_limits_count_running_time``: a task's soft and hard time limits
+  do not count the time the gate kept it stopped (``worker/suspension.py``).
 - Credit signals and the ``idle_accel_fleet_mode`` remote-control command.
 """
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import binascii
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +38,17 @@ from celery.utils.objects import Bunch
 from celery.worker import state as worker_state
 from celery.worker.control import control_command
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual as kombu_virtual
 
+from compute import keys, namespace
 from compute.errors import PayloadTooLarge
 from compute.sdk import max_message_bytes
-from worker import credit
+from compute.verify import HandBack
+from worker import credit, lease, taskprocs
 from worker.fleet_mode import Mode
 from worker.gate import Held
 from worker.lease import LeaseKeeper
+from worker.suspension import SuspensionClock, owed
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,8 @@ log = logging.getLogger(__name__)
 OWNER_ATTR = "idle_accel_owner"
 #: How long the owner thread waits for the event loop to apply a queue change.
 APPLY_TIMEOUT = 2.0
+#: Longest lease renewal period of a worker in a volunteer namespace (seconds).
+VOLUNTEER_RENEW_INTERVAL = 2.0
 
 
 def _held_requests() -> list[Any]:
@@ -60,8 +72,75 @@ def _tag(request: Any) -> str | None:
     return str(tag) if tag is not None else None
 
 
-def held_tags() -> list[str]:
-    return [tag for tag in map(_tag, _held_requests()) if tag]
+def _delivered_tags(consumer: Any) -> list[str]:
+    """Tags the consumer's channel delivered and holds unacknowledged (kombu's virtual QoS).
+
+    These include tasks Celery keeps out of ``worker_state.requests``: a
+    rate-limited task waiting in its token bucket, for one.
+    """
+    qos = getattr(getattr(getattr(consumer, "task_consumer", None), "channel", None), "qos", None)
+    delivered = getattr(qos, "_delivered", None)
+    if delivered is None:
+        return []
+    for _ in range(3):  # the event loop may change them while this thread reads
+        try:
+            return [str(tag) for tag in list(delivered) if tag not in set(qos._dirty)]
+        except RuntimeError:
+            continue
+    return []
+
+
+def held_tags(consumer: Any = None) -> list[str]:
+    """Every delivery tag the worker holds: running, reserved, scheduled, rate-limited."""
+    tags = [tag for tag in map(_tag, (request for request in _held_requests()
+                                      if not request.acknowledged)) if tag]
+    return list(dict.fromkeys([*tags, *_delivered_tags(consumer)]))
+
+
+def end_copy(tag: str) -> None:
+    """End this worker's copy of the task delivered as ``tag``: its lease is another's now.
+
+    Nothing is said to the broker (an acknowledgement or a requeue would remove
+    or duplicate the new holder's delivery, which has the same tag): the
+    request is marked acknowledged and revoked here only, its prefetch slot is
+    freed, and its pool process, if it started, is ended.
+    """
+    for request in _held_requests():
+        if _tag(request) != tag:
+            continue
+        request.acknowledged = True
+        request._already_revoked = True
+        try:
+            kombu_virtual.QoS.ack(request.message.channel.qos, request.message.delivery_tag)
+        except Exception as exc:  # the channel is gone: nothing held there any more
+            log.debug("prefetch slot of %s not freed: %s", tag, exc)
+        if request.worker_pid:
+            taskprocs.kill_trees([request.worker_pid])
+        log.warning("ended this worker's copy of %s[%s]: another worker has it now",
+                    request.name, request.id)
+        return
+    log.warning("delivery %s is another worker's now; it had not started here", tag)
+
+
+def _note_delivery_times() -> None:
+    """Remember when this process's channel delivered each tag (kombu 5.7's Redis QoS).
+
+    kombu scores a delivery in ``unacked_index`` with its own clock; the
+    window around that call lets the lease keeper's first renewal tell this
+    worker's delivery from a later one to another worker (``worker/lease.py``).
+    """
+    qos_cls = kombu_redis.QoS
+    if getattr(qos_cls, "_idle_accel_noted", False):
+        return
+    append = qos_cls.append
+
+    def noted(self: Any, message: Any, delivery_tag: Any) -> None:
+        before = time.time()
+        append(self, message, delivery_tag)
+        lease.DELIVERED[str(delivery_tag)] = (before, time.time())
+
+    qos_cls.append = noted
+    qos_cls._idle_accel_noted = True
 
 
 def sync_queues(consumer: Any, names: Sequence[str]) -> None:
@@ -83,11 +162,17 @@ class CeleryActuator:
 
     def __init__(self) -> None:
         self.consumer: Any = None
+        self.loop_thread: int | None = None  # the consumer's event loop thread
 
     def set_queues(self, names: Sequence[str]) -> bool:
         consumer = self.consumer
         if consumer is None:
             return False  # no consumer yet, or reconnecting: GateStep.start applies it
+        if threading.get_ident() == self.loop_thread:
+            # Called on the loop itself (a remote-control command such as the emergency
+            # switch): waiting for call_soon would block the loop until the timeout.
+            sync_queues(consumer, names)
+            return True
         done = threading.Event()
 
         def apply() -> None:
@@ -120,6 +205,7 @@ class GateStep(bootsteps.StartStopStep):
         # Runs on the consumer's thread before its event loop polls: nothing
         # is consumed between the Tasks step's start and this.
         sync_queues(c, self.owner.gate.reapply_queues())
+        self.owner.gate.actuator.loop_thread = threading.get_ident()
         self.owner.gate.actuator.consumer = c
 
     def stop(self, c: Any) -> None:
@@ -163,12 +249,30 @@ class LeaseStep(bootsteps.StartStopStep):
         self.enabled = str(self.url).startswith(("redis://", "rediss://"))
         options = conf.broker_transport_options or {}
         self.interval = float(options.get("visibility_timeout", 3600)) / 3
+        self.index = str(options.get("global_keyprefix") or "") + keys.UNACKED_INDEX
+        if options.get("global_keyprefix"):
+            # An enrolled volunteer: the coordinator reissues a task whose lease is
+            # older than its --lease-timeout (8 s): renew well inside that.
+            self.interval = min(self.interval, VOLUNTEER_RENEW_INTERVAL)
+        self.in_namespace = bool(options.get("global_keyprefix"))
         self.keeper: LeaseKeeper | None = None
         super().__init__(w, **kwargs)
 
     def start(self, w: Any) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
-        self.keeper = LeaseKeeper(lambda: client, held_tags, self.interval)
+
+        def on_lost(tag: str, _why: str) -> None:
+            consumer = getattr(w, "consumer", None)
+            if consumer is not None:
+                consumer.call_soon(end_copy, tag)  # requests belong to the event loop
+            else:
+                end_copy(tag)
+
+        # In a volunteer's namespace only the coordinator removes a lease still
+        # held: it took the task back to reissue it, so the copy here ends too.
+        self.keeper = LeaseKeeper(lambda: client, lambda: held_tags(getattr(w, "consumer", None)),
+                                  self.interval, index=self.index, on_lost=on_lost,
+                                  gone_is_lost=self.in_namespace)
         self.keeper.start()
 
     def stop(self, w: Any) -> None:
@@ -179,7 +283,8 @@ class LeaseStep(bootsteps.StartStopStep):
         keeper = self.keeper
         return {"leases": {"interval": round(self.interval, 3),
                            "renewed": keeper.renewed if keeper else 0,
-                           "lost": list(keeper.lost) if keeper else []}}
+                           "lost": list(keeper.lost) if keeper else [],
+                           "ended": list(keeper.ended) if keeper else []}}
 
 
 @control_command(args=[("emergency", bool), ("requeue_running", bool)],
@@ -219,7 +324,8 @@ def _credit(sender: Any = None, **_: Any) -> None:
     cpu, gpu = meter.finish()
     try:
         credit.record(sender.app.backend.client, request.hostname, request.id, cpu, gpu,
-                      int(sender.app.conf.result_expires or 86_400))
+                      int(sender.app.conf.result_expires or 86_400),
+                      prefix=namespace.of(sender.app))
     except Exception as exc:  # credit is bookkeeping: never fail a task over it
         log.warning("credit for %s not recorded: %s", request.id, exc)
 
@@ -398,19 +504,202 @@ def _acks_outlive_their_connection() -> None:
     channel_cls._idle_accel_patched = True
 
 
+#: The worker's reply to RabbitMQ closing a channel for a task held past consumer_timeout.
+CONSUMER_TIMEOUT_HELP = (
+    "RabbitMQ closed the channel: a task was held (running or stopped by its owner) longer "
+    "than the server's consumer_timeout. The broker requeued it and this worker ended its "
+    "copy; a task longer than the timeout never finishes. Raise consumer_timeout above the "
+    "longest task plus --preempt-after (deploy/rabbitmq/rabbitmq.conf; RabbitMQ 3.12+ also "
+    "takes a per-queue consumer-timeout policy)")
+
+
+def _explain_consumer_timeouts() -> None:
+    """Say what to change when RabbitMQ's consumer_timeout closes the channel (Celery 5.7).
+
+    With ``broker_channel_error_retry`` the worker reconnects instead of exiting
+    ("Unrecoverable error"), and with ``worker_cancel_long_running_tasks_on_connection_loss``
+    it ends its copy of the requeued task; this names the setting behind it.
+    """
+    from celery.worker.consumer.consumer import Consumer
+
+    if getattr(Consumer, "_idle_accel_explained", False):
+        return
+    react = Consumer.on_connection_error_after_connected
+
+    def on_connection_error_after_connected(self: Any, exc: Exception) -> None:
+        if "delivery acknowledgement" in str(exc) and "timed out" in str(exc):
+            log.error(CONSUMER_TIMEOUT_HELP)
+        react(self, exc)
+
+    Consumer.on_connection_error_after_connected = on_connection_error_after_connected
+    Consumer._idle_accel_explained = True
+
+
+#: The live consumer of this worker process (set by :class:`HandBackStep`).
+_consumer: list[Any] = [None]
+
+
+class HandBackStep(bootsteps.StartStopStep):
+    """Consumer step: know the live consumer, for hand-backs (:func:`_hand_backs_wait_aside`)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        _consumer[0] = c
+
+    def stop(self, c: Any) -> None:
+        _consumer[0] = None
+
+    shutdown = stop
+
+
+def _release(request: Any, consumer: Any, widened: bool) -> None:
+    """Give a handed-back message back to its queue's tail (Redis: requeue; AMQP: re-publish)."""
+    message = request.message
+    try:
+        if isinstance(message.channel, kombu_virtual.Channel):
+            request.reject(requeue=True)  # kombu's Redis requeue is an LPUSH: the tail
+            return
+        info, properties = message.delivery_info or {}, message.properties or {}
+        with request.task.app.producer_or_acquire() as producer:
+            producer.publish(
+                message.body, exchange=info.get("exchange", ""),
+                routing_key=info.get("routing_key", ""), headers=message.headers,
+                content_type=message.content_type, content_encoding=message.content_encoding,
+                correlation_id=properties.get("correlation_id"),
+                reply_to=properties.get("reply_to"), priority=properties.get("priority"),
+                retry=True)
+        request.acknowledge()
+    except Exception as error:  # the connection is gone: the broker hands it out again
+        log.warning("hand-back of %s[%s] not done (%s): the broker requeues it",
+                    request.name, request.id, error)
+    finally:
+        if widened:
+            consumer.qos.decrement_eventually()
+
+
+def _hand_backs_wait_aside() -> None:
+    """A handed-back message waits aside, then goes to the tail of its queue (Celery 5.7).
+
+    A worker that must not run a message (this machine already ran another
+    replica of a verified task: :class:`compute.verify.HandBack`) used to
+    sleep in its pool process and ``Reject(requeue=True)``. Two machines each
+    holding the other's replica then blocked their only slots, and on
+    RabbitMQ, which requeues at the head, each took its own back for ever.
+    Here the pool process returns at once; the main process keeps the message
+    unacknowledged (its lease renewed) for the pause, with the prefetch
+    window opened by one as for an ETA task, so the worker takes other work
+    meanwhile; then the message goes to the tail: a Redis requeue, or on AMQP
+    the very same message (body and headers untouched, so a signature still
+    holds) re-published to its exchange and routing key and the delivery
+    acknowledged. A crash between the two leaves a duplicate replica, which
+    the verification record absorbs (a replica already done returns its
+    stored result).
+    """
+    from celery.worker.request import Request
+
+    if getattr(Request, "_idle_accel_aside", False):
+        return
+    on_failure = Request.on_failure
+
+    def _on_failure(self: Any, exc_info: Any, send_failed_event: bool = True,
+                    return_ok: bool = False) -> Any:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)  # ExceptionWithTraceback
+        consumer = _consumer[0]
+        if not isinstance(exc, HandBack) or consumer is None:
+            return on_failure(self, exc_info, send_failed_event, return_ok)
+        worker_state.task_ready(self)
+        # AMQP: open the prefetch window so the worker takes other work meanwhile (two
+        # machines holding each other's replica livelocked). Redis keeps the slot taken,
+        # as before: an enrolled volunteer's coordinator sizes its inbox by its slots.
+        widen = not isinstance(self.message.channel, kombu_virtual.Channel)
+        if widen:
+            consumer.qos.increment_eventually()
+        consumer.timer.call_after(max(0.0, float(exc.pause)), _release, (self, consumer, widen))
+        return None
+
+    Request.on_failure = _on_failure
+    Request._idle_accel_aside = True
+
+
 def install_worker_steps(app: Celery) -> None:
     """Every worker of ``app``, plain ``celery worker`` too: leases kept and renewed
     (``worker/lease.py``), acknowledgements through reconnects, malformed messages refused."""
     _acks_outlive_their_connection()
     _drop_malformed_items()
+    _note_delivery_times()
+    _explain_consumer_timeouts()
+    _hand_backs_wait_aside()
     app.steps["worker"].add(LeaseStep)
     app.steps["consumer"].add(KeepHeldStep)
     app.steps["consumer"].add(RefuseMalformedStep)
+    app.steps["consumer"].add(HandBackStep)
+
+
+def _time_limits_count_running_time(clock: SuspensionClock) -> None:
+    """Soft and hard time limits count only the time a task could run (Celery 5.7's AsynPool).
+
+    The prefork pool arms a timer per task when it starts; a task stopped by
+    the gate for longer than its limit was killed (``TimeLimitExceeded``, a
+    FAILURE) or interrupted on resume, though the owner, not the task, took
+    the time. Here each timer notes the pool's stopped-seconds clock when it
+    is armed; when it fires it re-arms itself for the stopped time since,
+    and fires for real only once the task has run for its whole limit.
+    """
+    from celery.concurrency import asynpool
+
+    pool_cls = asynpool.AsynPool
+    pool_cls._idle_accel_suspension = clock
+    if getattr(pool_cls, "_idle_accel_limits", False):
+        return
+    create, on_soft, on_hard = (pool_cls._create_timelimit_handlers,
+                                pool_cls._on_soft_timeout, pool_cls._on_hard_timeout)
+
+    def _create_timelimit_handlers(self: Any, hub: Any) -> None:
+        create(self, hub)
+        self._idle_accel_hub = hub
+        marks = self.__dict__.setdefault("_idle_accel_marks", {})  # job -> stopped-seconds
+        arm, cancel = self.on_timeout_set, self.on_timeout_cancel
+
+        def on_timeout_set(result: Any, soft: float | None, hard: float | None) -> None:
+            marks[result._job] = self._idle_accel_suspension.read()[0]
+            arm(result, soft, hard)
+
+        def on_timeout_cancel(result: Any) -> None:
+            marks.pop(result._job, None)
+            cancel(result)
+
+        self.on_timeout_set, self.on_timeout_cancel = on_timeout_set, on_timeout_cancel
+
+    def _postponed(self: Any, job: int, fire: Any, *args: Any) -> bool:
+        marks = self.__dict__.get("_idle_accel_marks", {})
+        if job not in marks or job not in self._cache:
+            return False
+        more, marks[job] = owed(self._idle_accel_suspension, marks[job])
+        if more <= 0:
+            return False
+        self._tref_for_id[job] = self._idle_accel_hub.call_later(more, fire, self, job, *args)
+        return True
+
+    def _on_soft_timeout(self: Any, job: int, soft: Any, hard: Any, hub: Any) -> None:
+        if not _postponed(self, job, _on_soft_timeout, soft, hard, hub):
+            on_soft(self, job, soft, hard, hub)
+
+    def _on_hard_timeout(self: Any, job: int) -> None:
+        if not _postponed(self, job, _on_hard_timeout):
+            self.__dict__.get("_idle_accel_marks", {}).pop(job, None)
+            on_hard(self, job)
+
+    pool_cls._create_timelimit_handlers = _create_timelimit_handlers
+    pool_cls._on_soft_timeout = _on_soft_timeout
+    pool_cls._on_hard_timeout = _on_hard_timeout
+    pool_cls._idle_accel_limits = True
 
 
 def install_gate(app: Celery, owner: Any) -> None:
     """Gate the worker of ``app`` by ``owner`` (a :class:`worker.owner_loop.OwnerLoop`)."""
     setattr(app, OWNER_ATTR, owner)
+    _time_limits_count_running_time(owner.gate.suspension)
     app.steps["consumer"].add(GateStep)
     app.steps["worker"].add(OwnerStep)
 

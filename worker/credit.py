@@ -16,9 +16,10 @@ from typing import Any
 from compute import keys
 from compute import queues as q
 
-# One Lua call: mark the task credited (once) and add to the volunteer's totals.
+# One Lua call: mark the task credited (once, the marker holds 'CPU GPU' seconds: the
+# claim a coordinator reads) and add to the volunteer's totals.
 _RECORD = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[4]) then
+if redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'NX', 'EX', ARGV[4]) then
   redis.call('HINCRBY', KEYS[2], 'tasks', 1)
   redis.call('HINCRBYFLOAT', KEYS[2], 'cpu_seconds', ARGV[1])
   redis.call('HINCRBYFLOAT', KEYS[2], 'gpu_seconds', ARGV[2])
@@ -47,9 +48,14 @@ class Meter:
         return max(0.0, cpu_now() - self.cpu0), wall if self.gpu else 0.0
 
 
-def record(client: Any, node: str, task_id: str, cpu: float, gpu: float, ttl: int) -> bool:
-    """Credit ``node`` for ``task_id`` once; False when it was already credited."""
-    return bool(client.eval(_RECORD, 2, keys.credited(task_id), keys.credit(node),
+def record(client: Any, node: str, task_id: str, cpu: float, gpu: float, ttl: int,
+           prefix: str = "") -> bool:
+    """Credit ``node`` for ``task_id`` once; False when it was already credited.
+
+    In a volunteer's namespace (``prefix``) this is only the volunteer's claim,
+    kept beside its result: the coordinator grants the credit that counts.
+    """
+    return bool(client.eval(_RECORD, 2, prefix + keys.credited(task_id), prefix + keys.credit(node),
                             f"{cpu:.6f}", f"{gpu:.6f}", f"{time.time():.3f}", max(60, ttl)))
 
 

@@ -28,8 +28,9 @@ class Mode:
                 "at": round(time.time(), 3)}
 
 
-def read(client: Any) -> Mode:
-    raw = client.get(keys.FLEET_MODE)
+def read(client: Any, prefix: str = "") -> Mode:
+    """The mode in force; ``prefix``: a volunteer's namespace, where the coordinator relays it."""
+    raw = client.get(prefix + keys.FLEET_MODE)
     if not raw:
         return Mode()
     try:

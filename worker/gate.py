@@ -7,7 +7,8 @@ HTCondor's DESKTOP policy done on a Celery worker:
   stopped; the state counts as applied only once they really are stopped;
 - ``preempting`` (busy for ``--preempt-after``): the held tasks' processes are
   ended; Celery requeues their tasks (``task_reject_on_worker_lost``) for the
-  next idle volunteer, which resumes them from their checkpoint.
+  next idle volunteer, which resumes them from their checkpoint where it can read it
+  (the same namespace: the same volunteer, or the team's dedicated workers).
 
 ``apply`` is called on every detector tick and is idempotent, so a task that
 slipped in while the consumer was being cancelled is stopped on the next tick.
@@ -26,6 +27,7 @@ from typing import Protocol
 from worker import taskprocs
 from worker.idle.processes import children as direct_children
 from worker.policy import OwnerState
+from worker.suspension import SuspensionClock
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Gate:
         self.consuming: tuple[str, ...] | None = None  # what the consumer was last set to
         self.suspended = False  # pool processes may be stopped
         self.stopped: list[int] = []
+        self.suspension = SuspensionClock()  # stopped seconds, for time limits
         self.preempted: list[str] = []  # task ids ended by preemption, newest last
         self._lock = threading.Lock()
 
@@ -135,6 +138,7 @@ class Gate:
 
     def _stop(self) -> None:
         self.suspended = True
+        self.suspension.stopped()
         try:
             self.stopped = self.procs.stop(self.procs.pool())
         except TimeoutError as exc:  # reported now, retried on the next tick
@@ -144,6 +148,7 @@ class Gate:
         if self.suspended:
             self.procs.resume(self.procs.pool())
             self.suspended, self.stopped = False, []
+            self.suspension.continued()
 
     def _preempt(self, skip: set[str] | None = None) -> None:
         ended = set(self.preempted)

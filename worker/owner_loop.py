@@ -45,6 +45,7 @@ class OwnerLoop:
         self._fleet_mode = fleet_mode
         self.emergency_when_busy = emergency_when_busy
         self.decision: Decision | None = None
+        self._logged_why: tuple[Any, ...] = ()
         self._reported_at = -float("inf")
         self._reported: tuple[Any, ...] = ()
         self._loop = Background("idle-accel-owner", self._run)
@@ -68,16 +69,29 @@ class OwnerLoop:
         if self.gate.emergency and self.emergency_when_busy:
             state = OwnerState.IDLE  # this volunteer opted in: emergency work even when busy
         self.gate.apply(state)
+        self._log_why(state, decision)
         self.decision = decision
         now = time.monotonic()
-        # Report at once what changed (state, queues), else as a heartbeat; task
+        # Report at once what changed (state, queues, fleet mode), else as a heartbeat; task
         # counts ride on the heartbeat (counting them every tick costs the loop).
-        shown = (self.gate.state, self.gate.consuming)
+        shown = (self.gate.state, self.gate.consuming, self.gate.emergency)
         if shown != self._reported or now - self._reported_at >= self.report_every:
             if now - self._reported_at >= self.report_every:
                 self._refresh_mode()  # catch up on a missed broadcast
             self.publisher.publish(self.document())
             self._reported_at, self._reported = now, shown
+
+    def _log_why(self, state: OwnerState, decision: Decision | None) -> None:
+        """Say why the worker waits, when that changes: the policy's reasons (including how
+        long the owner must still be away), not only "consuming nothing"."""
+        if decision is None or state is OwnerState.IDLE:
+            self._logged_why = ()
+            return
+        codes = (state, *(reason.code for reason in decision.reasons))
+        if codes != self._logged_why:
+            self._logged_why = codes
+            why = "; ".join(reason.message for reason in decision.reasons) or "no reason given"
+            log.info("taking no tasks (owner %s): %s", state.value, why)
 
     def document(self) -> dict[str, Any]:
         decision = self.decision

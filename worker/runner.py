@@ -9,7 +9,7 @@ from typing import Any
 import redis
 from celery.utils.nodenames import default_nodename, host_format
 
-from compute import signing
+from compute import namespace, signing
 from compute.app import create_app
 from compute.base import BaseTask
 from compute.errors import ConfigError
@@ -56,14 +56,16 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
         "region": settings.region,
         "queues": list(queues), "sensor": settings.sensor, "hardware": hardware.to_json(),
         "concurrency": settings.concurrency or hardware.cores,
+        "volunteer": namespace.volunteer_of(settings.broker_url),
     }
     gate = Gate(CeleryActuator(), queues,
                 emergency_queues=fleet_mode.emergency_queues(settings.region))
     return OwnerLoop(gate, monitor_for(settings),
-                     Publisher(lambda: client, node, settings.status_interval),
+                     Publisher(lambda: client, node, settings.status_interval,
+                               settings.namespace),
                      static=static, fast=settings.poll_interval, slow=settings.sample_interval,
                      report_every=settings.status_interval,
-                     fleet_mode=lambda: fleet_mode.read(client),
+                     fleet_mode=lambda: fleet_mode.read(client, settings.namespace),
                      emergency_when_busy=settings.allow_emergency_when_busy)
 
 

@@ -25,9 +25,10 @@ TTL_INTERVALS = 3
 class Publisher:
     """Writes a worker's status document; failures are logged, never raised."""
 
-    def __init__(self, client: Callable[[], Any], node: str, interval: float) -> None:
+    def __init__(self, client: Callable[[], Any], node: str, interval: float,
+                 prefix: str = "") -> None:
         self._client = client
-        self.key = keys.worker(node)
+        self.key = prefix + keys.worker(node)
         self.ttl = max(1, round(TTL_INTERVALS * interval))
 
     def publish(self, document: dict[str, Any]) -> bool:
@@ -54,10 +55,14 @@ def read_fleet(client: Any) -> list[dict[str, Any]]:
         if raw is None:
             continue  # expired between the scan and the read
         try:
-            found.append(json.loads(raw))
+            document = json.loads(raw)
         except ValueError:
             continue
+        if isinstance(document, dict) and isinstance(document.get("node"), str):
+            found.append(document)
     now = time.time()
     for document in found:
-        document["age"] = round(max(0.0, now - float(document.get("at", now))), 1)
+        at = document.get("at")
+        at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else now
+        document["age"] = round(max(0.0, now - at), 1)
     return sorted(found, key=lambda document: str(document.get("node")))

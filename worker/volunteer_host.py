@@ -37,6 +37,7 @@ class Plan:
     region: str | None = None
     name: str = CONTAINER
     host_id: str | None = None
+    network: str | None = None  # Docker's network mode; None: the engine's default
 
 
 def container_spec(plan: Plan) -> dict[str, Any]:
@@ -64,7 +65,14 @@ def container_spec(plan: Plan) -> dict[str, Any]:
     }
     if plan.gpus:
         spec["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if plan.network:
+        spec["network_mode"] = plan.network
     return spec
+
+
+#: What Docker says when ``--gpus`` meets an engine without a GPU device driver (NVIDIA's
+#: container runtime): ``could not select device driver "" with capabilities: [[gpu]]``.
+NO_GPU_RUNTIME = "could not select device driver"
 
 
 def docker_client() -> Any:
@@ -123,7 +131,18 @@ def up(plan: Plan, command: list[str], client: Any = None) -> dict[str, Any]:
     with contextlib.suppress(Exception):
         old = client.containers.get(plan.name)
         old.remove(force=True)
-    container = client.containers.run(**container_spec(plan))
+    try:
+        container = client.containers.run(**container_spec(plan))
+    except Exception as exc:
+        stop_sensor(plan.sensor_dir)  # nothing half-started is left behind
+        with contextlib.suppress(Exception):
+            client.containers.get(plan.name).remove(force=True)
+        if NO_GPU_RUNTIME in str(exc):
+            raise IdleAccelError(
+                "--gpus: this Docker engine has no NVIDIA container runtime (no GPU, or "
+                "nvidia-container-toolkit not installed); start without --gpus to use the "
+                "CPU only") from None
+        raise IdleAccelError(f"the worker container did not start: {exc}") from None
     return {"container": container.name, "sensor_pid": pid}
 
 

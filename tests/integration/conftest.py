@@ -20,8 +20,12 @@ from celery import Celery
 from compute.app import create_app
 from compute.settings import Settings
 from worker.idle import hostfile
+from worker.local.rabbit_vhost import Vhost
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
+
+from .enrolled import Fleet
+from .tools import require
 
 STARTED_WORKERS = pytest.StashKey[list[WorkerProcess]]()
 
@@ -41,7 +45,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed:
         for process in item.stash.get(STARTED_WORKERS, []):
             report.sections.append(
-                (f"worker {process.node} log ({process.log_path})", process.log_tail(6000))
+                (f"{getattr(process, 'node', 'coordinator')} log ({process.log_path})",
+                 process.log_tail(6000))
             )
     return report
 
@@ -107,3 +112,20 @@ def workers(request: pytest.FixtureRequest, broker_env: dict[str, str], app: Cel
     yield start
     for process in started:
         process.stop(timeout=20)
+
+
+@pytest.fixture
+def fleet(request: pytest.FixtureRequest, broker: RedisServer, tmp_path: Path) -> Iterator[Fleet]:
+    """Enrolled volunteers and coordinators on the test's Redis (``enrolled.py``)."""
+    found = Fleet(broker, tmp_path)
+    request.node.stash[STARTED_WORKERS] = found.started
+    yield found
+    found.stop()
+
+
+@pytest.fixture
+def rabbit() -> Iterator[Vhost]:
+    """A fresh RabbitMQ vhost on the machine's server, deleted after the test."""
+    require("rabbitmqctl")
+    with Vhost() as vhost:
+        yield vhost

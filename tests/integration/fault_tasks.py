@@ -11,8 +11,10 @@ task's would be.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -42,17 +44,60 @@ def _retrying(call: Callable[[], Any]) -> Any:
             time.sleep(0.5)
 
 
+class FileLedger:
+    """Runs and effects in a folder (``FAULTS_DIR``), for volunteers in their own namespaces.
+
+    A volunteer cannot reach the team's Redis, so a task's side effect lives
+    outside it, as a real one would: a run appends a line to ``runs.log``;
+    the effect is guarded by creating ``done/TASK_ID`` exclusively (atomic on
+    one machine), then appends to ``effects.log``.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        (self.folder / "done").mkdir(parents=True, exist_ok=True)
+
+    def _append(self, name: str, line: str) -> None:
+        fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"{line}\n".encode())
+        finally:
+            os.close(fd)
+
+    def run(self, task_id: str) -> None:
+        self._append("runs.log", task_id)
+
+    def apply(self, task_id: str) -> bool:
+        try:
+            os.close(os.open(self.folder / "done" / task_id, os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        self._append("effects.log", task_id)
+        return True
+
+
 @shared_task(name="faults.effect", bind=True)
 def effect(self, kind: str, amount: float) -> dict:
-    client = self.app.backend.client
     task_id = self.request.id
+    folder = os.environ.get("FAULTS_DIR")
+    if folder:
+        ledger = FileLedger(folder)
+        ledger.run(task_id)
+        _work(kind, amount)
+        return {"hostname": self.request.hostname, "kind": kind,
+                "applied": ledger.apply(task_id)}
+    client = self.app.backend.client
     _retrying(lambda: client.hincrby(RUNS, task_id, 1))
+    _work(kind, amount)
+    applied = _retrying(lambda: client.eval(_EFFECT, 2, f"faults:done:{task_id}", EFFECTS,
+                                            task_id))
+    return {"hostname": self.request.hostname, "kind": kind, "applied": bool(applied)}
+
+
+def _work(kind: str, amount: float) -> None:
     if kind == "sleep":
         time.sleep(amount)
     elif kind == "burn":
         start = time.process_time()
         while time.process_time() - start < amount:
             sum(range(1000))
-    applied = _retrying(lambda: client.eval(_EFFECT, 2, f"faults:done:{task_id}", EFFECTS,
-                                            task_id))
-    return {"hostname": self.request.hostname, "kind": kind, "applied": bool(applied)}

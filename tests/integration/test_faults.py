@@ -1,5 +1,12 @@
 """The fault suite: 1,000 tasks through three gated workers while everything that can fail does.
 
+Three times: workers on the team's queues (``direct``); enrolled volunteers in
+their own namespaces behind two coordinators (``coordinator``), where the
+active coordinator is killed with SIGKILL too; and workers on RabbitMQ with
+Redis as the result store (``amqp``), where RabbitMQ also closes every
+connection of the vhost once, as its restart would (the machine's server is
+shared, so it is not restarted itself; Redis, the result store, is).
+
 While the tasks run, at random moments: pool processes and whole workers are
 killed with SIGKILL (workers are restarted), Redis (AOF on) is restarted,
 one worker's link to Redis is cut for 10 s (a TCP proxy in the test), and
@@ -12,6 +19,7 @@ the README.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,14 +33,18 @@ import psutil
 import pytest
 
 from compute.app import create_app
+from compute.coordinator import registry
 from compute.settings import Settings
 from worker.celery_gate import close_client
+from worker.local.coordinator_process import CoordinatorProcess
+from worker.local.rabbit_vhost import Vhost
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
 
 from .fault_tasks import EFFECTS, RUNS
 from .gating import Owner
 from .tcp_proxy import TcpProxy
+from .tools import require
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -41,6 +53,8 @@ TASKS = 1000
 SEED = int(os.environ.get("IDLE_ACCEL_FAULT_SEED", "20261126"))
 DEADLINE = 360.0
 CUT_SECONDS = 10.0
+#: The coordinator path: quick sweeps, and a standby that takes over within 3 s.
+COORDINATOR_ARGS = ("--sweep-interval", "0.3", "--missing-grace", "1.5", "--lock-ttl", "3")
 
 
 def _plan(rng: random.Random) -> list[tuple[str, tuple]]:
@@ -64,17 +78,44 @@ def _plan(rng: random.Random) -> list[tuple[str, tuple]]:
 
 
 class Fleet:
-    """Three workers: w1 direct, w2 behind the cuttable proxy, w3 with a restless owner."""
+    """Three workers: w1 direct, w2 behind the cuttable proxy, w3 with a restless owner.
 
-    def __init__(self, tmp: Path, redis: RedisServer, proxy: TcpProxy) -> None:
-        self.tmp, self.redis, self.proxy = tmp, redis, proxy
+    On the ``coordinator`` path each is an enrolled volunteer in its own
+    namespace, and two coordinators run (one active, one standing by).
+    """
+
+    def __init__(self, tmp: Path, redis: RedisServer, proxy: TcpProxy, path: str,
+                 rabbit: Vhost | None = None) -> None:
+        self.tmp, self.redis, self.proxy, self.path = tmp, redis, proxy, path
+        self.rabbit = rabbit
         self.owners = {name: Owner.away(tmp / f"{name}.owner") for name in ("w1", "w2", "w3")}
         self.workers: dict[str, WorkerProcess] = {}
+        self.coordinators: list[CoordinatorProcess] = []
         self.logs: list[Path] = []
         self.starts = Counter()
+        self.urls: dict[str, str] = {}
+        self.effects = tmp / "effects"
+        if path == "coordinator":
+            with redis.client() as client:
+                for name in ("w1", "w2", "w3"):
+                    self.urls[name] = registry.enroll(client, redis.url(0), name).broker_url
+            self.urls["w2"] = self.urls["w2"].replace(f":{redis.port}/", f":{proxy.port}/")
+
+    def url(self, name: str) -> str:
+        """The broker URL of worker ``name`` (w2's goes through the cuttable proxy)."""
+        if self.path == "coordinator":
+            return self.urls[name]
+        if self.rabbit is not None:
+            if name == "w2":
+                return self.rabbit.url.replace("@127.0.0.1:5672/", f"@127.0.0.1:{self.proxy.port}/")
+            return self.rabbit.url
+        return self.proxy.url(self.redis.password) if name == "w2" else self.redis.url(0)
+
+    def result_url(self, name: str) -> str:
+        return self.redis.url(0) if self.rabbit is not None else self.url(name)
 
     def start(self, name: str) -> WorkerProcess:
-        url = self.proxy.url(self.redis.password) if name == "w2" else self.redis.url(0)
+        url = self.url(name)
         self.starts[name] += 1
         log = self.tmp / f"{name}-{self.starts[name]}.log"
         self.logs.append(log)
@@ -82,15 +123,33 @@ class Fleet:
                 "--sensor", self.owners[name].flag, "--sensor-max-age", "0",
                 "--idle-after", "0.3", "--preempt-after", "0.6" if name == "w3" else "600",
                 "--host-id", f"fault-{name}"]
-        worker = WorkerProcess(name, log_path=log, args=args, env={
-            "CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
-            "PYTHONPATH": str(ROOT)})
+        env = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": self.result_url(name),
+               "PYTHONPATH": str(ROOT)}
+        if self.path == "coordinator":
+            env["FAULTS_DIR"] = str(self.effects)
+        worker = WorkerProcess(f"{name}@fault", log_path=log, args=args, env=env)
         self.workers[name] = worker.start()
         return worker
 
+    def start_coordinator(self) -> CoordinatorProcess:
+        log = self.tmp / f"coordinator-{len(self.coordinators) + 1}.log"
+        self.logs.append(log)
+        process = CoordinatorProcess(env={"CELERY_BROKER_URL": self.redis.url(0)},
+                                     log_path=log, args=COORDINATOR_ARGS)
+        self.coordinators.append(process.start())
+        return process
+
+    def wait_ready(self, app) -> None:
+        with self.redis.client() as client:
+            for worker in self.workers.values():
+                if self.path == "coordinator":
+                    worker.wait_reported(client, timeout=60)
+                else:
+                    worker.wait_ready(app, timeout=60)
+
     def stop(self) -> None:
-        for worker in self.workers.values():
-            worker.kill()
+        for process in [*self.workers.values(), *self.coordinators]:
+            process.kill()
 
 
 class Chaos:
@@ -99,10 +158,18 @@ class Chaos:
     def __init__(self, fleet: Fleet, rng: random.Random) -> None:
         self.fleet, self.rng = fleet, rng
         self.done = threading.Event()
+        self.finished = threading.Event()  # every action injected
+        # RabbitMQ pushes tasks (no polling) and its path has no Redis broker to restart:
+        # the 1,000 tasks take about 45 s there, so the faults come closer together.
+        self.gaps = (0.8, 2.0) if fleet.path == "amqp" else (1.5, 4.0)
         self.counts = Counter()
         self.errors: list[str] = []
         self.actions = (["kill_pool_process"] * 6 + ["kill_worker"] * 2
                         + ["restart_redis", "cut_link"])
+        if fleet.path == "coordinator":
+            self.actions.append("kill_coordinator")
+        if fleet.path == "amqp":
+            self.actions.append("close_broker_connections")
         rng.shuffle(self.actions)
         self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
         self._flipper = threading.Thread(target=self._flip_owner, name="owner", daemon=True)
@@ -119,12 +186,14 @@ class Chaos:
     def _run(self) -> None:
         try:
             for action in self.actions:
-                if self.done.wait(self.rng.uniform(1.5, 4.0)):
+                if self.done.wait(self.rng.uniform(*self.gaps)):
                     return
                 getattr(self, action)()
                 self.counts[action] += 1
         except Exception as exc:  # reported by the test
             self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.finished.set()
 
     def _flip_owner(self) -> None:
         owner, busy = self.fleet.owners["w3"], False
@@ -147,10 +216,22 @@ class Chaos:
         time.sleep(self.rng.uniform(0.5, 2.0))
         self.fleet.start(name)
 
+    def kill_coordinator(self) -> None:
+        """kill -9 of the active coordinator: the standby takes over; a new standby starts."""
+        active = next((c for c in self.fleet.coordinators if c.alive
+                       and c.log_text().count("coordinator active")), None)
+        if active is not None:
+            active.kill()
+        self.fleet.start_coordinator()
+
     def restart_redis(self) -> None:
         self.fleet.redis.stop()
         time.sleep(1.0)
         self.fleet.redis.start()
+
+    def close_broker_connections(self) -> None:
+        """RabbitMQ closes every connection of the vhost: it requeues each unacked task."""
+        self.fleet.rabbit.close_connections()
 
     def cut_link(self) -> None:
         self.fleet.proxy.cut(CUT_SECONDS)
@@ -163,17 +244,32 @@ def _states(client, ids: list[str]) -> dict[str, str]:
             for task_id, value in zip(ids, raw, strict=True)}
 
 
-def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(tmp_path):
+@pytest.mark.parametrize("path", ["direct", "coordinator", "amqp"])
+def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(tmp_path, path):
+    with contextlib.ExitStack() as stack:
+        rabbit = None
+        if path == "amqp":
+            require("rabbitmqctl")
+            rabbit = stack.enter_context(Vhost())
+        _fault_suite(tmp_path, path, rabbit)
+
+
+def _fault_suite(tmp_path: Path, path: str, rabbit: Vhost | None) -> None:
     rng = random.Random(SEED)
     redis = RedisServer(tmp_path / "redis", appendonly=True)
     redis.start()
-    proxy = TcpProxy(redis.port)
-    fleet = Fleet(tmp_path, redis, proxy)
-    app = create_app(Settings.load(broker_url=redis.url(0)))
+    proxy = TcpProxy(5672 if rabbit is not None else redis.port)
+    fleet = Fleet(tmp_path, redis, proxy, path, rabbit)
+    app = create_app(Settings.load(broker_url=rabbit.url if rabbit else redis.url(0),
+                                   result_backend=redis.url(0)))
     chaos = Chaos(fleet, rng)
     try:
+        if path == "coordinator":
+            fleet.start_coordinator()
+            fleet.start_coordinator()  # standing by
         for name in ("w1", "w2", "w3"):
-            fleet.start(name).wait_ready(app, timeout=60)
+            fleet.start(name)
+        fleet.wait_ready(app)
         plan = _plan(rng)
         ids = [app.send_task(name, args).id for name, args in plan]
         started = time.monotonic()
@@ -187,7 +283,7 @@ def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(t
                 except Exception:  # Redis is being restarted
                     time.sleep(0.5)
                     continue
-                if all(state == "SUCCESS" for state in states.values()):
+                if chaos.finished.is_set() and all(s == "SUCCESS" for s in states.values()):
                     break
                 time.sleep(1.0)
         elapsed = time.monotonic() - started
@@ -195,8 +291,12 @@ def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(t
 
         with redis.client() as client:
             states = _states(client, ids)
-            runs = {key.decode(): int(value) for key, value in client.hgetall(RUNS).items()}
-            effects = Counter(value.decode() for value in client.lrange(EFFECTS, 0, -1))
+            if path == "coordinator":
+                runs = Counter(_lines(fleet.effects / "runs.log"))
+                effects = Counter(_lines(fleet.effects / "effects.log"))
+            else:
+                runs = {key.decode(): int(value) for key, value in client.hgetall(RUNS).items()}
+                effects = Counter(value.decode() for value in client.lrange(EFFECTS, 0, -1))
     finally:
         chaos.stop()
         fleet.stop()
@@ -213,11 +313,14 @@ def test_every_task_completes_once_through_kills_restarts_cuts_and_owner_flips(t
         "duplicated_runs": sum(max(0, runs.get(task_id, 0) - 1) for task_id in effect_ids),
         "effects_twice": sum(1 for count in effects.values() if count > 1),
         "seconds": round(elapsed, 1), "faults": dict(chaos.counts), "seed": SEED,
+        "path": path,
     }
     print("\nfault suite:", json.dumps(figures))
     assert not chaos.errors, chaos.errors
     assert chaos.counts["kill_worker"] == 2 and chaos.counts["restart_redis"] == 1
     assert chaos.counts["cut_link"] == 1 and chaos.counts["kill_pool_process"] == 6
+    assert chaos.counts["kill_coordinator"] == (1 if path == "coordinator" else 0)
+    assert chaos.counts["close_broker_connections"] == (1 if path == "amqp" else 0)
     assert outcome == {"SUCCESS": TASKS}, (outcome, _unfinished(fleet, states, plan, ids))
     assert set(effects) == set(effect_ids)
     assert max(effects.values()) == 1
@@ -236,3 +339,7 @@ def _unfinished(fleet: Fleet, states: dict, plan: list, ids: list[str]) -> str:
             text += [f"{log}: {line}" for log, body in logs.items()
                      for line in body.splitlines() if task_id in line]
     return "\n".join(text)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []

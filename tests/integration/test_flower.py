@@ -72,3 +72,20 @@ def test_a_screenshot_of_flowers_workers_page_shows_the_running_workers(
 
     assert all(node in dump.stdout for node in nodes)  # what the page rendered
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_flower_shows_enrolled_volunteers_and_their_tasks_through_the_coordinator(
+        app, fleet, flower):
+    fleet.coordinator()
+    fleet.worker("alice")
+    result = app.signature("compute.diag.noop").delay()
+    assert result.get(timeout=30)["hostname"] == "alice@h"
+
+    def task_in_flower():
+        tasks = json.loads(flower.get("/api/tasks")[1])
+        return tasks.get(result.id, {}).get("state") == "SUCCESS" and tasks[result.id]
+
+    task = wait_for(task_in_flower, timeout=30, what="the volunteer's task in Flower")
+    workers = json.loads(flower.get("/api/workers?refresh=1")[1])
+    assert task["worker"] == "alice@h"  # from its events, relayed with the hostname forced
+    assert "alice@h" in workers  # remote control relayed: Flower's inspect reaches it

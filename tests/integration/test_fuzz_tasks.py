@@ -734,6 +734,7 @@ def test_a_call_that_does_not_fit_the_signature_is_an_invalid_argument(
 
     assert outcome.state == "FAILURE"
     assert isinstance(outcome.result, InvalidArgument), repr(outcome.result)
+    assert isinstance(outcome.result, TypeError)  # as Celery promises for a wrong call
     assert str(outcome.result).startswith(f"{name}: ")
     params = [p.name for p in parameters(task)]
     assert all(f"'{p}'" in str(outcome.result) for p in params)  # says what it takes

@@ -70,6 +70,9 @@ def test_a_busy_owner_takes_no_task_and_consumes_no_queue(app, volunteer, owner,
     status = fleet(broker)[worker.node]
     assert status["state"] == "busy" and status["consuming"] == []
     assert status["reasons"][0]["code"] == "host_busy"
+    # The log says why it waits, in the owner's words (the sensor file's reason), once.
+    assert worker.log_text().count("taking no tasks (owner busy): ") == 1
+    assert "taking no tasks (owner busy): " + status["reasons"][0]["message"] in worker.log_text()
 
 
 def test_idle_again_consumes_within_idle_after_plus_one_second(app, volunteer, owner, broker):

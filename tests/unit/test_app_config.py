@@ -48,6 +48,18 @@ def test_amqp_broker_gets_no_redis_transport_options():
     assert celery_config(settings)["broker_transport_options"] == {}
 
 
+def test_on_amqp_a_vanished_worker_is_noticed_within_a_visibility_timeout():
+    amqp = celery_config(Settings.load(broker_url="amqp://h//", result_backend="redis://h/1",
+                                       visibility_timeout=30))
+    redis = celery_config(Settings.load(broker_url="redis://h/0"))
+
+    assert amqp["broker_heartbeat"] == 15.0 and "broker_heartbeat" not in redis
+    # an AMQP ack cannot outlive its channel: end local copies of what the broker requeues
+    assert amqp["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    assert redis["worker_cancel_long_running_tasks_on_connection_loss"] is False
+    assert amqp["broker_channel_error_retry"] is True  # consumer_timeout: reconnect, not exit
+
+
 def test_module_app_reads_the_environment_on_first_use_not_at_import(monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", "sqs://")
     sys.modules.pop("compute.app", None)

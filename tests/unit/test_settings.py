@@ -140,3 +140,34 @@ def test_an_empty_host_id_means_the_machine_decides(monkeypatch):
     assert settings.host_id is None and settings.host == machine_host_id()
     monkeypatch.setenv("IDLE_ACCEL_HOST_ID", " rack-7 ")
     assert Settings.load(broker_url="redis://h").host == "rack-7"
+
+
+def test_the_broker_password_comes_from_its_file_into_broker_and_backend(monkeypatch, tmp_path):
+    secret = tmp_path / "redis_team_password"
+    secret.write_text("s3cret/with@odd:chars\n")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://team@redis:6379/0")
+    monkeypatch.setenv("IDLE_ACCEL_BROKER_PASSWORD_FILE", str(secret))
+    settings = Settings.load()
+    assert settings.broker_url == "redis://team:s3cret%2Fwith%40odd%3Achars@redis:6379/0"
+    assert settings.backend_url == settings.broker_url
+    # A URL that already carries a password keeps it.
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://team:given@redis:6379/0")
+    assert Settings.load().broker_url == "redis://team:given@redis:6379/0"
+
+
+def test_the_whole_broker_url_may_come_from_a_file(monkeypatch, tmp_path):
+    secret = tmp_path / "volunteer_broker_url"
+    secret.write_text("redis://vol-box:pw@redis:6379/0\n")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://ignored@elsewhere:1/0")
+    monkeypatch.setenv("CELERY_BROKER_URL_FILE", str(secret))
+    assert Settings.load().broker_url == "redis://vol-box:pw@redis:6379/0"
+
+
+@pytest.mark.parametrize("content", [None, "\n"])
+def test_a_missing_or_empty_secret_file_is_a_clear_error(monkeypatch, tmp_path, content):
+    secret = tmp_path / "volunteer_broker_url"
+    if content is not None:
+        secret.write_text(content)
+    monkeypatch.setenv("CELERY_BROKER_URL_FILE", str(secret))
+    with pytest.raises(ConfigError, match=r"CELERY_BROKER_URL_FILE: .*(cannot read|is empty)"):
+        Settings.load()

@@ -7,7 +7,7 @@ import inspect
 import pytest
 from typer.testing import CliRunner
 
-from compute.settings import Settings
+from compute.settings import Settings, env_name
 from worker.cli import cli, options, worker_cmd
 
 
@@ -23,7 +23,9 @@ def _clean_env(monkeypatch):
 def test_each_setting_but_celerys_own_variables_is_a_worker_flag():
     flags = set(inspect.signature(worker_cmd.worker).parameters)
 
-    assert flags == set(Settings.model_fields) - {"broker_url", "result_backend"}
+    celerys = {key for key in Settings.model_fields if env_name(key).startswith("CELERY_")}
+    assert celerys == {"broker_url", "result_backend", "broker_url_file"}
+    assert flags == set(Settings.model_fields) - celerys
 
 
 def test_flags_reach_the_settings_and_win_over_the_environment(monkeypatch):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 from compute.settings import Settings
+from worker.cli.tables import folding_table
 
 
 def config() -> None:
     """Show every setting, its environment variable and the value in effect."""
     settings = Settings.load()
-    table = Table("setting", "environment variable", "value", "meaning")
+    table = folding_table("setting", "environment variable", "value", "meaning")
     for row in settings.describe():
         table.add_row(*row)
     console = Console()

@@ -1,11 +1,13 @@
 """``idle-accel demo``: a real local cluster, start to finish, in one command.
 
-A private Redis (unless ``CELERY_BROKER_URL`` is set), Flower with generated
-credentials, two volunteer workers whose owners are simulated with sensor
-files, diagnostic tasks, an owner who comes back mid-task (suspension and
-resumption), then one job of each installed task module, with outputs under
-``./demo-output/``. Everything stops at the end, on Ctrl-C or on an error;
-``--keep-running`` waits for Ctrl-C first.
+A private Redis (unless ``CELERY_BROKER_URL`` is set: an admin user's URL),
+Flower with generated credentials, the coordinator, two volunteers enrolled
+with their own Redis users (each confined to its namespace) whose workers'
+owners are simulated with sensor files, diagnostic tasks, an owner who comes
+back mid-task (suspension and resumption), then one job of each installed task
+module, with outputs under ``./demo-output/`` (its logs in ``logs/`` there, made
+anew each run). Everything stops at the end, on Ctrl-C, SIGTERM, a closed terminal
+(SIGHUP) or an error; ``--keep-running`` waits for one of those first.
 """
 
 from __future__ import annotations
@@ -13,24 +15,29 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import tempfile
+import shutil
+import signal
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
+import redis
 import typer
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from compute import plans, render
 from compute.app import create_app
+from compute.coordinator import registry
 from compute.settings import Settings
 from worker.celery_gate import close_client
 from worker.cli.follow import follow
+from worker.cli.tables import folding_table
 from worker.idle import hostfile
+from worker.local.coordinator_process import CoordinatorProcess
 from worker.local.flower_process import FlowerProcess
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
@@ -61,14 +68,22 @@ def demo(
     """Start Redis, Flower and volunteer workers; run tasks and jobs; show who ran what."""
     console = Console()
     output = output.resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="idle-accel-demo-"))
+    workdir = output / "logs"  # this run's only: the last run's logs go
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
     with ExitStack() as stack:
+        # SIGTERM and a closed terminal stop the cluster as Ctrl-C does.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            stack.callback(signal.signal, signum, signal.signal(signum, _interrupt))
         try:
             _run(stack, console, workdir, output, workers, tasks, quick, keep_running)
         except KeyboardInterrupt:
             console.print("\n[yellow]interrupted: stopping everything[/]")
     console.print(f"stopped; logs in {workdir}")
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _run(stack: ExitStack, console: Console, workdir: Path, output: Path, count: int,
@@ -88,22 +103,34 @@ def _run(stack: ExitStack, console: Console, workdir: Path, output: Path, count:
     stack.callback(flower.stop)
     flower.start()
 
+    coordinator = CoordinatorProcess(env={**env, "CELERY_RESULT_BACKEND": broker},
+                                     log_path=workdir / "coordinator.log")
+    stack.callback(coordinator.stop)
+    coordinator.start()
     owners, fleet = [], []
-    for index in range(count):
-        name = f"demo-{index + 1}"
-        owner = Owner(workdir / f"{name}.owner")
-        process = WorkerProcess(name, env=env, log_path=workdir / f"{name}.log", args=[
-            "--concurrency", "1", "--sensor", f"file:{owner.path}", "--sensor-max-age", "0",
-            "--idle-after", "1", "--preempt-after", "600"])
-        stack.callback(process.stop)
-        owners.append(owner)
-        fleet.append(process.start())
-    for process in fleet:
-        process.wait_ready(app, timeout=60)
-        console.print(f"worker [bold]{process.node}[/] ready (volunteer, owner away)")
+    with redis.Redis.from_url(broker, socket_timeout=10) as admin:
+        coordinator.wait_active(admin, timeout=60)
+        console.print("coordinator active: volunteers reach only their own namespaces")
+        for index in range(count):
+            name = f"demo-{index + 1}"
+            # Each volunteer gets its own Redis user, confined to vol:NAME:* (the admin enrolls).
+            enrolled = registry.enroll(admin, broker, name)
+            owner = Owner(workdir / f"{name}.owner")
+            process = WorkerProcess(name, env={"CELERY_BROKER_URL": enrolled.broker_url},
+                                    log_path=workdir / f"{name}.log", args=[
+                "--concurrency", "1", "--sensor", f"file:{owner.path}", "--sensor-max-age",
+                "0", "--idle-after", "1", "--preempt-after", "600"])
+            stack.callback(process.stop)
+            owners.append(owner)
+            fleet.append(process.start())
+        for process in fleet:
+            process.wait_reported(admin, timeout=60)
+            console.print(f"worker [bold]{process.node}[/] ready (enrolled volunteer "
+                          f"{process.name}, owner away)")
     flower.wait_ready()
     console.print(f"Flower: {flower.url}  user [bold]{flower.user}[/]  password "
                   f"[bold]{flower.password}[/]")
+    _how_to_reach(console, workdir, broker)
 
     _diagnostics(app, console, tasks)
     _owner_returns(app, console, fleet, owners, settings)
@@ -116,13 +143,27 @@ def _run(stack: ExitStack, console: Console, workdir: Path, output: Path, count:
             time.sleep(1)
 
 
+def _how_to_reach(console: Console, workdir: Path, broker: str) -> None:
+    """Print how to talk to this cluster from another terminal (the URL stays in a file)."""
+    url_file = workdir / "broker-url"
+    fd = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(broker + "\n")
+    console.print("from another terminal while it runs (--keep-running keeps it up):")
+    console.print(f'  export CELERY_BROKER_URL="$(cat {url_file})"', highlight=False,
+                  soft_wrap=True)
+    console.print("  idle-accel fleet status", highlight=False)
+    console.print("  idle-accel submit task compute.diag.burn --args '[2]'", highlight=False,
+                  soft_wrap=True)
+
+
 def _diagnostics(app: Celery, console: Console, count: int) -> None:
     started = time.monotonic()
     sent = [app.signature("compute.diag.burn", (0.5,)) if i % 2 else
             app.signature("compute.diag.noop") for i in range(count)]
     sent.append(app.signature("compute.diag.sleep", ("ten",)))  # refused: not a number
     results = [(sig.task, sig.args, sig.apply_async()) for sig in sent]
-    table = Table("task", "args", "state", "worker", "detail", title="diagnostic tasks")
+    table = folding_table("task", "args", "state", "worker", "detail", title="diagnostic tasks")
     for task, args, result in results:
         try:
             value = result.get(timeout=60, propagate=False)
@@ -163,12 +204,13 @@ def _owner_returns(app: Celery, console: Console, fleet: list[WorkerProcess],
 
 
 def _fleet_table(app: Celery, console: Console) -> None:
-    table = Table("worker", "state", "why", "consuming", "running", "suspended",
+    table = folding_table("worker", "state", "why", "consuming", "running", "suspended",
                   title="idle-accel fleet status")
     for doc in read_fleet(app.backend.client):
         why = "; ".join(r.get("message", "") for r in doc.get("reasons") or []) or "-"
-        table.add_row(doc["node"], doc["state"], why, ",".join(doc.get("consuming") or [])
-                      or "(none)", str(doc.get("running", 0)), str(doc.get("suspended", 0)))
+        table.add_row(*map(escape, (str(doc["node"]), str(doc["state"]), why,
+                                    ",".join(doc.get("consuming") or []) or "(none)",
+                                    str(doc.get("running", 0)), str(doc.get("suspended", 0)))))
     console.print(table)
 
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 import redis
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from compute import verify
 from compute.app import create_app
 from compute.errors import ConfigError
-from compute.settings import Settings
+from compute.settings import Settings, redact
 from worker import credit, fleet_mode
+from worker.cli.tables import folding_table
 from worker.status import read_fleet
 
 fleet = typer.Typer(help="See and steer the whole fleet.", no_args_is_help=True)
@@ -30,10 +33,15 @@ def _load() -> list[dict[str, Any]]:
 
 
 def _hardware(document: dict[str, Any]) -> str:
-    hardware = document.get("hardware") or {}
-    text = f"{hardware.get('cores', '?')} cores, {hardware.get('ram_bytes', 0) / GIB:.0f} GiB"
-    for gpu in hardware.get("gpus") or []:
-        text += f", {gpu.get('name')} {gpu.get('memory_bytes', 0) / GIB:.0f} GiB"
+    hardware = document.get("hardware")
+    if not isinstance(hardware, dict):
+        return "?"
+    try:
+        text = f"{hardware.get('cores', '?')} cores, {hardware.get('ram_bytes', 0) / GIB:.0f} GiB"
+        for gpu in hardware.get("gpus") or []:
+            text += f", {gpu.get('name')} {gpu.get('memory_bytes', 0) / GIB:.0f} GiB"
+    except (TypeError, ValueError, AttributeError):  # a report not written by our worker
+        return "?"
     return text
 
 
@@ -44,27 +52,31 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     if as_json:
         print(json.dumps({"workers": workers}, indent=2))
         return
-    table = Table("worker", "mode", "state", "why", "queues", "region", "hardware",
+    table = folding_table("worker", "mode", "state", "why", "queues", "region", "hardware",
                   "running", "suspended")
     for document in workers:
         why = "; ".join(reason.get("message", "") for reason in document.get("reasons") or [])
-        table.add_row(str(document.get("node")), str(document.get("mode")),
-                      str(document.get("state")), why or "-",
-                      ",".join(document.get("consuming") or []) or "(none)",
-                      document.get("region") or "-", _hardware(document),
-                      str(document.get("running", 0)), str(document.get("suspended", 0)))
+        cells = [str(document.get("node")), str(document.get("mode")),
+                 str(document.get("state")), why or "-",
+                 ",".join(map(str, document.get("consuming") or [])) or "(none)",
+                 str(document.get("region") or "-"), _hardware(document),
+                 str(document.get("running", 0)), str(document.get("suspended", 0))]
+        table.add_row(*map(escape, cells))  # report text is data, never rich markup
     console = Console()
     console.print(table)
     consuming = sum(1 for document in workers if document.get("consuming"))
     modes = {document.get("fleet_mode", "normal") for document in workers}
-    console.print(f"{len(workers)} workers, {consuming} consuming; fleet mode: "
-                  f"{', '.join(sorted(modes)) or 'normal'}")
+    # Name the broker asked: "0 workers" from the wrong Redis must not look like a quiet fleet.
+    broker = redact(Settings.load().backend_url)
+    console.print(f"{len(workers)} workers reported to {broker}, {consuming} consuming; "
+                  f"fleet mode: {', '.join(sorted(modes)) or 'normal'}", highlight=False,
+                  soft_wrap=True)
     console.print(capacity_table(workers))
 
 
 def capacity_table(workers: list[dict[str, Any]]) -> Table:
     """Cores and GPUs per region and per mode: base (dedicated) and idle (volunteer)."""
-    table = Table("region", "mode", "workers", "consuming", "cores", "cores taking work",
+    table = folding_table("region", "mode", "workers", "consuming", "cores", "cores taking work",
                   "GPUs taking work", title="capacity")
     rows: dict[tuple[str, str], list[int]] = {}
     for doc in workers:
@@ -87,26 +99,44 @@ def emergency(
     requeue_running: Annotated[bool, typer.Option(
         "--requeue-running", help="End normal tasks running at the switch and requeue them "
                                   "(default: let them finish).")] = False,
+    wait: Annotated[float, typer.Option(
+        "--wait", min=0, help="Seconds to wait for every worker's status report to show "
+                              "the new mode before saying which have not.")] = 10.0,
 ) -> None:
-    """Switch the whole fleet to the emergency queues, or back (also workers that join later)."""
+    """Switch the whole fleet to the emergency queues, or back (also workers that join later).
+
+    Counts as switched what the workers' own status reports show, not the
+    broadcast's replies (a reply can miss its short window on a busy broker).
+    """
     if switch not in ("on", "off"):
         raise ConfigError(f"fleet emergency: say 'on' or 'off'; got {switch!r}")
     mode = fleet_mode.Mode(switch == "on", requeue_running)
+    wanted = "emergency" if mode.emergency else "normal"
     settings = Settings.load()
     with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
                               socket_connect_timeout=5) as client:
         fleet_mode.write(client, mode)
-    app = create_app(settings)
-    try:
-        replies = app.control.broadcast(
-            "idle_accel_fleet_mode", reply=True, timeout=2.0,
-            arguments={"emergency": mode.emergency, "requeue_running": requeue_running})
-    finally:
-        app.close()
-    switched = sum(1 for reply in replies for answer in reply.values()
-                   if answer.get("ok") in ("emergency", "normal"))
-    Console().print(f"fleet mode: {'EMERGENCY' if mode.emergency else 'normal'}; "
-                    f"{switched} workers switched now, the rest within a report interval")
+        app = create_app(settings)
+        try:
+            app.control.broadcast(
+                "idle_accel_fleet_mode", reply=False,
+                arguments={"emergency": mode.emergency, "requeue_running": requeue_running})
+        finally:
+            app.close()
+        deadline = time.monotonic() + wait
+        while True:
+            workers = read_fleet(client)
+            pending = sorted(str(doc.get("node")) for doc in workers
+                             if doc.get("fleet_mode", "normal") != wanted)
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+    console = Console()
+    console.print(f"fleet mode: {'EMERGENCY' if mode.emergency else 'normal'}; "
+                  f"{len(workers) - len(pending)} of {len(workers)} workers switched")
+    if pending:
+        console.print(escape(f"not switched after {wait:g} s (they follow within a report "
+                             f"interval, or when they come back): {', '.join(pending)}"))
 
 
 @fleet.command("credits")
@@ -119,7 +149,7 @@ def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     if as_json:
         print(json.dumps({"credits": rows}, indent=2))
         return
-    table = Table("volunteer", "tasks", "CPU-seconds", "GPU-seconds", title="credit")
+    table = folding_table("volunteer", "tasks", "CPU-seconds", "GPU-seconds", title="credit")
     for row in rows:
         table.add_row(row["node"], str(row["tasks"]), f"{row['cpu_seconds']:.1f}",
                       f"{row['gpu_seconds']:.1f}")
@@ -130,8 +160,9 @@ def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def verdicts(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option(help="How many of the latest verdicts.")] = 20,
-    disagreed: Annotated[bool, typer.Option("--disagreed", help="Only disagreements.")]
-    = False,
+    disagreed: Annotated[bool, typer.Option(
+        "--disagreed", help="Only verdicts where some machine answered otherwise (refused, "
+                            "or agreed by k while another dissented).")] = False,
 ) -> None:
     """Latest verdicts on verified tasks (verify=k): agreed, or which machines disagreed."""
     settings = Settings.load()
@@ -139,12 +170,15 @@ def verdicts(
                               socket_connect_timeout=5) as client:
         rows = verify.verdicts(client, limit=verify.KEEP_VERDICTS if disagreed else limit)
     if disagreed:
-        rows = [row for row in rows if not row["agreed"]][:limit]
+        rows = [row for row in rows if not row["agreed"] or len(row["groups"]) > 1][:limit]
     if as_json:
         print(json.dumps({"verdicts": rows}, indent=2))
         return
-    table = Table("verified task", "task", "k", "verdict", "machines", title="verdicts")
+    table = folding_table("verified task", "task", "k", "verdict", "machines", title="verdicts")
     for row in rows:
-        table.add_row(row["id"], str(row["task"]), str(row["k"]),
-                      "agreed" if row["agreed"] else "[red]DISAGREED[/]", row["summary"])
+        dissent = sum(len(group) for group in row["groups"][1:])
+        verdict = ("[red]DISAGREED[/]" if not row["agreed"] else
+                   f"agreed, [yellow]{dissent} dissent[/]" if dissent else "agreed")
+        table.add_row(escape(row["id"]), escape(str(row["task"])), str(row["k"]), verdict,
+                      escape(row["summary"]))
     Console().print(table)

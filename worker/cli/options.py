@@ -12,16 +12,29 @@ import typer
 from compute.settings import Settings, env_name
 
 #: Settings that are Celery's own environment variables, not flags (DESIGN.md contract 2).
-ENV_ONLY = ("broker_url", "result_backend")
+ENV_ONLY = ("broker_url", "result_backend", "broker_url_file")
 #: Flag names that differ from the setting's name.
 FLAG_NAMES = {"log_level": "--loglevel",
               "allow_emergency_when_busy": "--allow-emergency-when-busy/--no-emergency-when-busy"}
 
 
+#: How each kind of value is shown in --help.
+METAVARS = {int: "N", float: "NUMBER", str: "TEXT"}
+
+
 def setting_help(key: str) -> str:
-    """Help text for the flag of setting ``key``: its meaning and variable."""
+    """Help text for the flag of setting ``key``: its meaning, default and variable.
+
+    No square brackets: the help is rendered as rich markup, which would eat them.
+    """
     field = Settings.model_fields[key]
-    return f"{field.description} [env: {env_name(key)}]"
+    default = field.default
+    if isinstance(default, tuple):
+        default = ",".join(default) or None
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    shown = "" if default in (None, "") else f" Default: {default}."
+    return f"{field.description}{shown} Env: {env_name(key)}."
 
 
 def flag_name(key: str) -> str:
@@ -50,8 +63,10 @@ def with_setting_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     for key in Settings.model_fields:
         if key in ENV_ONLY:
             continue
+        kind = _python_type(key)
         option = typer.Option(*flag_name(key).split(" "), help=setting_help(key),
-                              show_default=False)
+                              show_default=False,
+                              metavar="" if kind is bool else METAVARS[kind])
         parameters.append(inspect.Parameter(
             key, inspect.Parameter.KEYWORD_ONLY, default=None,
             annotation=Annotated[_python_type(key) | None, option]))

@@ -34,7 +34,7 @@ def ping(
     if from_status:
         with redis.Redis.from_url(settings.backend_url, socket_timeout=timeout,
                                   socket_connect_timeout=timeout) as client:
-            if not client.exists(keys.worker(node)):
+            if not client.exists(settings.namespace + keys.worker(node)):
                 typer.echo(f"{node}: no status report in Redis", err=True)
                 raise typer.Exit(1)
         typer.echo(f"{node}: reporting")

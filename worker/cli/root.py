@@ -8,13 +8,16 @@ import typer
 
 from compute.errors import IdleAccelError
 from worker.cli import (
+    broker_errors,
     config_cmd,
+    coordinator_cmd,
     demo_cmd,
     fleet_cmd,
     job_cmd,
     keys_cmd,
     metrics_cmd,
     ping_cmd,
+    secrets_cmd,
     sensor_cmd,
     submit_cmd,
     volunteer_cmd,
@@ -34,11 +37,13 @@ cli.command("sensor")(sensor_cmd.sensor)
 cli.command("demo")(demo_cmd.demo)
 cli.command("metrics")(metrics_cmd.metrics)
 cli.command("ping")(ping_cmd.ping)
+cli.command("coordinator")(coordinator_cmd.coordinator)
 cli.add_typer(fleet_cmd.fleet, name="fleet")
 cli.add_typer(submit_cmd.submit, name="submit")
 cli.add_typer(job_cmd.job, name="job")
 cli.add_typer(keys_cmd.keys, name="keys")
 cli.add_typer(volunteer_cmd.volunteer, name="volunteer")
+cli.add_typer(secrets_cmd.secrets_app, name="secrets")
 
 
 def main() -> None:
@@ -47,4 +52,7 @@ def main() -> None:
         cli()
     except IdleAccelError as exc:
         typer.secho(f"idle-accel: {exc}", fg="red", err=True)
+        sys.exit(2)
+    except broker_errors.BROKER_ERRORS as exc:
+        typer.secho(f"idle-accel: {broker_errors.explain(exc)}", fg="red", err=True)
         sys.exit(2)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from compute.settings import Settings
 from worker.cli.options import setting_help
+from worker.cli.tables import folding_table
 from worker.idle import hostfile
 from worker.idle.detector import local_sampler, thresholds
 from worker.idle.monitor import Monitor, document
@@ -83,7 +84,7 @@ def _feed_file(monitor: Monitor, settings: Settings, out: Path, stop: threading.
 
 def _table(reading: Reading, decision: Decision) -> Table:
     why = "; ".join(reason.message for reason in decision.reasons) or "owner away"
-    table = Table("signal", "value", "source", title=f"owner {decision.state.value}: {why}")
+    table = folding_table("signal", "value", "source", title=f"owner {decision.state.value}: {why}")
     for name in Reading.SIGNALS:
         measure = getattr(reading, name)
         table.add_row(name, _shown(measure.value) if measure.known else

@@ -17,6 +17,7 @@ from compute.app import create_app
 from compute.errors import InvalidArgument
 from compute.settings import Settings
 from worker.celery_gate import close_client
+from worker.cli.broker_errors import reach
 from worker.cli.follow import follow, report
 
 submit = typer.Typer(help="Send work to the fleet: a job (render, embed, search, aggregate) "
@@ -29,9 +30,16 @@ Gpu = Annotated[bool, typer.Option("--gpu", help="Send the parts to workers with
 Region = Annotated[str | None, typer.Option(help="Run only on workers of this region.")]
 
 
+def _client() -> Any:
+    """The team's app, once its result store answered (a clear line, not 20 s of retries)."""
+    settings = Settings.load()
+    reach(settings.backend_url)
+    return create_app(settings)
+
+
 def _run(make: Any, wait: bool, timeout: float) -> None:
     console = Console()
-    app = create_app(Settings.load())
+    app = _client()
     try:
         job: jobs.Job = make(app)
         console.print(f"job [bold]{job.id}[/] ({job.kind}): {len(job.parts)} parts sent")
@@ -149,35 +157,49 @@ def task(
     """Send one task (any registered one), optionally verified on k machines, and wait."""
     positional = _json_arg(args, "--args", list)
     named = _json_arg(kwargs, "--kwargs", dict)
-    app = create_app(Settings.load())
+    app = _client()
     console = Console()
     try:
         app.loader.import_default_modules()
-        if name not in app.tasks:
-            raise InvalidArgument(f"no task named {name!r}; try compute.diag.checksum")
+        task = app.tasks.get(name)  # the team's own tasks live on the workers, not here
         options: dict[str, Any] = {}
         if region:
             # where Celery's own routing sends it, pinned to the region
-            routed = app.amqp.router.route({}, name, positional, named, app.tasks[name])
+            routed = app.amqp.router.route({}, name, positional, named, task)
             options["queue"] = q.regional(routed["queue"].name, region)
         if verify is not None:
             options.update(verify=verify, tolerance=tolerance)
-        result = app.tasks[name].apply_async(positional, named, **options)
+        if task is not None:
+            result = task.apply_async(positional, named, **options)
+        else:
+            result = app.send_task(name, positional, named, **options)
         console.print(f"task [bold]{result.id}[/] sent"
                       + (f" to {verify} distinct machines" if verify else ""))
+        if task is None:
+            console.print(f"{name} is not among this client's task modules: sent by name; a "
+                          "worker that does not serve it fails it as not registered",
+                          highlight=False)
         if not wait:
             return
-        raise typer.Exit(_outcome(app, result, timeout, console))
+        raise typer.Exit(_outcome(app, result, timeout, console, verified=verify is not None))
     finally:
         close_client(app)
 
 
-def _outcome(app: Any, result: Any, timeout: float, console: Console) -> int:
+def _outcome(app: Any, result: Any, timeout: float, console: Console, *,
+             verified: bool = False) -> int:
     try:
         value = result.get(timeout=timeout, propagate=False)
     except CeleryTimeout:
-        console.print(f"still running after {timeout:g} s: idle-accel fleet verdicts shows "
-                      "verified tasks once decided")
+        if result.state == "PENDING":
+            console.print(f"not started after {timeout:g} s: no worker has taken it yet "
+                          "(idle-accel fleet status shows which workers take tasks, and why "
+                          "the others wait); it stays queued", highlight=False)
+        else:
+            console.print(f"still running after {timeout:g} s ({result.state})",
+                          highlight=False)
+        if verified:
+            console.print("idle-accel fleet verdicts shows the verdict once decided")
         return 3
     if result.successful():
         print(json.dumps(value, indent=2))

@@ -1,4 +1,5 @@
-"""``idle-accel volunteer up|down|status``: run the dockerized worker and the host sensor."""
+"""``idle-accel volunteer up|down|status``: run the dockerized worker and the host sensor;
+``idle-accel volunteer enroll|revoke|list`` (admin): volunteers' own Redis users."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 
+from compute.coordinator import registry
 from compute.settings import Settings
 from worker import volunteer_host as host
 from worker.local.worker_process import cli_command
@@ -29,12 +32,16 @@ def up(
     gpus: Annotated[bool, typer.Option("--gpus", help="Pass the NVIDIA GPUs through.")] = False,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Pool processes.")] = None,
     region: Annotated[str | None, typer.Option(help="Region tag of this worker.")] = None,
+    network: Annotated[str | None, typer.Option(
+        help="Docker network mode of the container, e.g. host when the broker is on this "
+             "machine's loopback (default: the engine's default network).")] = None,
 ) -> None:
     """Start the host's owner sensor and the worker container (broker: CELERY_BROKER_URL)."""
     settings = Settings.load(region=region)
     plan = host.Plan(image=image, broker_url=settings.broker_url,
                      sensor_dir=sensor_dir.expanduser().resolve(), cpus=cpus, memory=memory,
-                     gpus=gpus, concurrency=concurrency, region=settings.region)
+                     gpus=gpus, concurrency=concurrency, region=settings.region,
+                     network=network)
     print(json.dumps(host.up(plan, cli_command())))
 
 
@@ -48,3 +55,61 @@ def down(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
 def status(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
     """The container's state, the sensor's PID and the owner state it last wrote."""
     print(json.dumps(host.status(sensor_dir.expanduser().resolve()), indent=2))
+
+
+def _admin_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.broker_url, socket_timeout=10, socket_connect_timeout=10)
+
+
+@volunteer.command("enroll")
+def enroll(
+    name: Annotated[str, typer.Argument(help="The volunteer's name (a-z, 0-9, '-', '_').")],
+    region: Annotated[str | None, typer.Option(
+        help="The only region whose pinned work it may take.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    url_only: Annotated[bool, typer.Option(
+        "--url-only", help="Print the broker URL alone (for a secrets file).")] = False,
+) -> None:
+    """Create NAME's own Redis user, confined to its namespace; print its broker URL.
+
+    Run with an admin user's CELERY_BROKER_URL. Enrolling again gives a new
+    password (the old one stops working).
+    """
+    settings = Settings.load()
+    with _admin_client(settings) as client:
+        found = registry.enroll(client, settings.broker_url, name, region=region)
+    if url_only:
+        print(found.broker_url)
+        return
+    if as_json:
+        print(json.dumps(found.to_json()))
+        return
+    typer.echo(f"volunteer {found.name} enrolled; its keys and channels: {found.namespace}*")
+    typer.echo("give it this broker URL (its worker needs nothing else):")
+    typer.echo(f"  CELERY_BROKER_URL={found.broker_url}")
+
+
+@volunteer.command("revoke")
+def revoke(name: Annotated[str, typer.Argument(help="The volunteer's name.")]) -> None:
+    """Switch NAME's Redis user off and drop its connections; the coordinator reissues
+    what it held and removes its keys (within a sweep, about a second)."""
+    settings = Settings.load()
+    with _admin_client(settings) as client:
+        dropped = registry.disable(client, name, "revoked by an admin")
+    typer.echo(f"volunteer {name} revoked ({dropped} connection(s) dropped); the coordinator "
+               "reissues its tasks")
+
+
+@volunteer.command("list")
+def list_volunteers(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+                    ) -> None:
+    """Every enrolled volunteer: state, region, when enrolled, why disabled."""
+    settings = Settings.load()
+    with _admin_client(settings) as client:
+        found = registry.records(client)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for name, record in sorted(found.items()):
+        typer.echo(f"{name}\t{record.get('state')}\t{record.get('region') or '-'}\t"
+                   f"{record.get('reason') or ''}")

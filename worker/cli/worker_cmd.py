@@ -7,6 +7,7 @@ from typing import Any
 import typer
 
 from compute.settings import Settings
+from worker.cli.broker_errors import login_refused
 from worker.cli.options import with_setting_flags
 from worker.runner import run_worker
 
@@ -23,4 +24,8 @@ def worker(**overrides: Any) -> None:
     settings = Settings.load(**overrides)
     for warning in settings.security_warnings():
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
+    refused = login_refused(settings.broker_url)
+    if refused:
+        typer.secho(f"idle-accel: {refused}", fg="red", err=True)
+        raise typer.Exit(2)
     raise typer.Exit(run_worker(settings))

@@ -7,9 +7,11 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
+from compute import keys
 from compute.errors import IdleAccelError
 from worker.local.process import ManagedProcess
 from worker.runner import node_name
@@ -43,3 +45,20 @@ class WorkerProcess(ManagedProcess):
             if app.control.ping(destination=[self.node], timeout=0.5):
                 return
         raise IdleAccelError(f"worker {self.node} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def wait_reported(self, client: Any, node: str | None = None, timeout: float = 30.0) -> None:
+        """Block until the fleet lists this worker (its status report under the team's keys).
+
+        A volunteer's worker in its own namespace cannot be pinged by the team;
+        the coordinator republishes its report once it sees it (as ``node``).
+        """
+        key = keys.worker(node or self.node)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise IdleAccelError(f"worker {self.node} exited early:\n{self.log_tail()}")
+            if client.exists(key):
+                return
+            time.sleep(0.05)
+        raise IdleAccelError(f"worker {self.node} not listed after {timeout}s:\n"
+                             f"{self.log_tail()}")
