@@ -24,7 +24,7 @@ BUILTIN_TASK_MODULES = ("compute.diag", "compute.data", "compute.inference", "co
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """The Celery configuration the design rests on (see README, "Settings")."""
+    """The Celery configuration the design rests on (see docs/architecture.md)."""
     transport = {
         # Redis only: how long a task's lease may go unrenewed before kombu hands
         # it to another worker, and how often kombu sweeps for such tasks.

@@ -2,7 +2,7 @@
 # the unprivileged user `redis` (fixed UID 10002), its data in /data (a volume owned
 # by that user).
 #   docker build -f deploy/redis.Dockerfile -t idle-accel-redis .
-# Without an image registry, build on a base imported from debootstrap (README,
+# Without an image registry, build on a base imported from debootstrap (docs/admin.md,
 # "Containers"): --build-arg BASE=idle-accel-base:bookworm --network host.
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}

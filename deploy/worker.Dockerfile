@@ -4,7 +4,7 @@
 #   docker build -f deploy/worker.Dockerfile --build-arg EXTRAS=render,inference \
 #       -t idle-accelerator:full .          # the task modules' engines too
 # GPU volunteers: build on a CUDA runtime base and pass the GPU through
-# (compose profile "gpu"); see README, "Containers".
+# (compose profile "gpu"); see docs/admin.md, "Containers".
 ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build

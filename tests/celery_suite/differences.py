@@ -9,7 +9,7 @@ Two kinds only:
   volunteer's is, so the case cannot observe it. Not a difference in what
   the worker does.
 - *by design*: a deliberate setting of the project (``task_acks_late``, the
-  ``cpu`` queue consumed beside ``celery``), documented in the README.
+  ``cpu`` queue consumed beside ``celery``), documented in docs/architecture.md.
 
 Anything else that fails is a regression of Celery semantics on the
 idle-gated worker, and fails the build.

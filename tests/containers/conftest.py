@@ -72,7 +72,7 @@ class Stack:
         self.sensor_dir.chmod(0o755)  # read by the worker's user (10001) in its container
         self.owner = Owner.away(self.sensor_dir / "state")
         self.redis_port, self.flower_port, self.metrics_port = (free_port() for _ in range(3))
-        # As README says: `idle-accel secrets init` makes the password files.
+        # As docs/admin.md says: `idle-accel secrets init` makes the password files.
         self.secrets = folder / "secrets"
         made = subprocess.run([*cli_command(), "secrets", "init", "--dir", str(self.secrets)],
                               capture_output=True, text=True, timeout=60)

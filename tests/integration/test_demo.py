@@ -1,4 +1,4 @@
-"""`idle-accel demo --quick`, the README's "run it" command, end to end."""
+"""`idle-accel demo --quick`, the README's quick-start command, end to end."""
 
 from __future__ import annotations
 

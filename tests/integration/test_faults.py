@@ -14,7 +14,7 @@ one worker's owner comes and goes every second. At the end every task must
 have exactly one result, a success, and the side effect of every
 ``faults.effect`` task (guarded by its idempotency record) must have
 happened exactly once. The figures are printed (run with ``-s``) and kept in
-the README.
+docs/security.md.
 """
 
 from __future__ import annotations

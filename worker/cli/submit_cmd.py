@@ -61,7 +61,7 @@ def _pair(text: str, what: str, sep: str) -> tuple[int, int]:
 @submit.command("aggregate")
 def aggregate(
     source: Annotated[str, typer.Argument(help="CSV or Parquet file: a path or a URL.")],
-    spec: Annotated[str, typer.Option(help="The job as JSON, or @file.json (see README).")],
+    spec: Annotated[str, typer.Option(help="The job as JSON, or @file.json (see docs/team.md).")],
     output: Annotated[str, typer.Option(help="Where the result goes (.csv, .parquet, .json).")],
     chunk_mb: Annotated[float, typer.Option(help="CSV bytes per task, in MiB.")] = 8.0,
     region: Region = None, wait: Wait = True, timeout: Timeout = 3600.0,
