@@ -35,6 +35,10 @@ WORKER_PATTERN = f"{PREFIX}worker:*"
 #: The fleet's mode (JSON): absent for normal work, ``{"emergency": true, ...}``.
 FLEET_MODE = f"{PREFIX}fleet:mode"
 
+#: The fleet's capacity over the last hour (sorted set: time -> sample), for Flower's Fleet
+#: page; written by ``idle-accel flower`` (``worker/capacity_history.py``).
+CAPACITY_HISTORY = f"{PREFIX}fleet:capacity"
+
 
 def credit(node: str) -> str:
     """A volunteer's credit (hash: tasks, cpu_seconds, gpu_seconds); kept, not expiring."""

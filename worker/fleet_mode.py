@@ -47,6 +47,17 @@ def write(client: Any, mode: Mode) -> None:
         client.delete(keys.FLEET_MODE)
 
 
+def switch(client: Any, app: Any, mode: Mode) -> None:
+    """Put ``mode`` in force: stored for workers that join later, broadcast to the running ones.
+
+    Used by ``idle-accel fleet emergency`` and Flower's Fleet page alike.
+    """
+    write(client, mode)
+    app.control.broadcast("idle_accel_fleet_mode", reply=False,
+                          arguments={"emergency": mode.emergency,
+                                     "requeue_running": mode.requeue_running})
+
+
 def emergency_queues(region: str | None) -> tuple[str, ...]:
     """What a worker consumes in emergency mode: ``emergency`` and its region's twin."""
     return (q.EMERGENCY, q.regional(q.EMERGENCY, region)) if region else (q.EMERGENCY,)

@@ -20,6 +20,7 @@ from celery import Celery
 from compute.app import create_app
 from compute.settings import Settings
 from worker.idle import hostfile
+from worker.local.flower_process import FlowerProcess
 from worker.local.rabbit_vhost import Vhost
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
@@ -129,3 +130,15 @@ def rabbit() -> Iterator[Vhost]:
     require("rabbitmqctl")
     with Vhost() as vhost:
         yield vhost
+
+
+@pytest.fixture
+def flower(broker_env: dict[str, str], tmp_path: Path) -> Iterator[FlowerProcess]:
+    """``idle-accel flower`` on the test's Redis, with a generated login."""
+    process = FlowerProcess(env=broker_env, log_path=tmp_path / "flower.log",
+                            db=tmp_path / "flower.db").start()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()

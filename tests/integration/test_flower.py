@@ -6,25 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from worker.local.flower_process import FlowerProcess
-
 from .tools import require
 from .waiting import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture
-def flower(broker_env, tmp_path):
-    process = FlowerProcess(env=broker_env, log_path=tmp_path / "flower.log",
-                            db=tmp_path / "flower.db").start()
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
 
 
 def test_flower_needs_credentials_and_shows_the_workers(app, workers, flower):

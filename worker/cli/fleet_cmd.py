@@ -18,11 +18,10 @@ from compute.errors import ConfigError
 from compute.settings import Settings, redact
 from worker import credit, fleet_mode
 from worker.cli.tables import folding_table
+from worker.fleet_view import hardware_text, reasons_text
 from worker.status import read_fleet
 
 fleet = typer.Typer(help="See and steer the whole fleet.", no_args_is_help=True)
-
-GIB = 1024**3
 
 
 def _load() -> list[dict[str, Any]]:
@@ -30,19 +29,6 @@ def _load() -> list[dict[str, Any]]:
     with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
                               socket_connect_timeout=5) as client:
         return read_fleet(client)
-
-
-def _hardware(document: dict[str, Any]) -> str:
-    hardware = document.get("hardware")
-    if not isinstance(hardware, dict):
-        return "?"
-    try:
-        text = f"{hardware.get('cores', '?')} cores, {hardware.get('ram_bytes', 0) / GIB:.0f} GiB"
-        for gpu in hardware.get("gpus") or []:
-            text += f", {gpu.get('name')} {gpu.get('memory_bytes', 0) / GIB:.0f} GiB"
-    except (TypeError, ValueError, AttributeError):  # a report not written by our worker
-        return "?"
-    return text
 
 
 @fleet.command("status")
@@ -55,11 +41,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     table = folding_table("worker", "mode", "state", "why", "queues", "region", "hardware",
                   "running", "suspended")
     for document in workers:
-        why = "; ".join(reason.get("message", "") for reason in document.get("reasons") or [])
         cells = [str(document.get("node")), str(document.get("mode")),
-                 str(document.get("state")), why or "-",
+                 str(document.get("state")), reasons_text(document),
                  ",".join(map(str, document.get("consuming") or [])) or "(none)",
-                 str(document.get("region") or "-"), _hardware(document),
+                 str(document.get("region") or "-"), hardware_text(document),
                  str(document.get("running", 0)), str(document.get("suspended", 0))]
         table.add_row(*map(escape, cells))  # report text is data, never rich markup
     console = Console()
@@ -115,12 +100,9 @@ def emergency(
     settings = Settings.load()
     with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
                               socket_connect_timeout=5) as client:
-        fleet_mode.write(client, mode)
         app = create_app(settings)
         try:
-            app.control.broadcast(
-                "idle_accel_fleet_mode", reply=False,
-                arguments={"emergency": mode.emergency, "requeue_running": requeue_running})
+            fleet_mode.switch(client, app, mode)
         finally:
             app.close()
         deadline = time.monotonic() + wait

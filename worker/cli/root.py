@@ -13,6 +13,7 @@ from worker.cli import (
     coordinator_cmd,
     demo_cmd,
     fleet_cmd,
+    flower_cmd,
     job_cmd,
     keys_cmd,
     metrics_cmd,
@@ -38,6 +39,8 @@ cli.command("demo")(demo_cmd.demo)
 cli.command("metrics")(metrics_cmd.metrics)
 cli.command("ping")(ping_cmd.ping)
 cli.command("coordinator")(coordinator_cmd.coordinator)
+cli.command("flower", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                       "help_option_names": []})(flower_cmd.flower)
 cli.add_typer(fleet_cmd.fleet, name="fleet")
 cli.add_typer(submit_cmd.submit, name="submit")
 cli.add_typer(job_cmd.job, name="job")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,8 +17,16 @@ from worker.local.process import ManagedProcess
 from worker.local.redis_server import free_port
 
 
+class _KeepRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a 302 is the answer, not a hop
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_KeepRedirects)
+
+
 class FlowerProcess(ManagedProcess):
-    """``celery -A compute.app flower`` on 127.0.0.1 with generated credentials.
+    """``idle-accel flower`` (Flower with the Fleet page) on 127.0.0.1, generated credentials.
 
     The credentials go through Flower's ``FLOWER_BASIC_AUTH`` variable, not
     the command line; ``url`` has none in it.
@@ -27,7 +37,7 @@ class FlowerProcess(ManagedProcess):
         self.port = free_port()
         self.user = user
         self.password = password or secrets.token_urlsafe(12)
-        argv = [sys.executable, "-m", "celery", "-A", "compute.app", "flower",
+        argv = [sys.executable, "-m", "worker.cli", "flower",
                 "--address=127.0.0.1", f"--port={self.port}"]
         if db is not None:
             argv += ["--persistent=True", f"--db={db}"]
@@ -40,14 +50,24 @@ class FlowerProcess(ManagedProcess):
 
     def get(self, path: str, *, auth: bool = True, timeout: float = 10) -> tuple[int, bytes]:
         """(HTTP status, body) of ``GET path``, with the credentials unless ``auth`` is off."""
-        request = urllib.request.Request(self.url + path)  # noqa: S310 - http on loopback
-        if auth:
-            import base64
+        return self.request("GET", path, auth=auth, timeout=timeout)
 
+    def post(self, path: str, form: Mapping[str, str], *, auth: bool = True,
+             headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """(HTTP status, body) of a form posted to ``path`` (redirects not followed)."""
+        return self.request("POST", path, data=urllib.parse.urlencode(form).encode(),
+                            auth=auth, headers=headers)
+
+    def request(self, method: str, path: str, *, data: bytes | None = None, auth: bool = True,
+                headers: Mapping[str, str] | None = None,
+                timeout: float = 10) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, data=data,  # noqa: S310 - loopback
+                                         method=method, headers=dict(headers or {}))
+        if auth:
             token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with _NO_REDIRECTS.open(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
