@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -36,6 +37,7 @@ from compute.settings import Settings
 from worker.celery_gate import close_client
 from worker.cli.follow import follow
 from worker.cli.tables import folding_table
+from worker.fleet_view import reasons_text
 from worker.idle import hostfile
 from worker.local.coordinator_process import CoordinatorProcess
 from worker.local.flower_process import FlowerProcess
@@ -207,11 +209,18 @@ def _fleet_table(app: Celery, console: Console) -> None:
     table = folding_table("worker", "state", "why", "consuming", "running", "suspended",
                   title="idle-accel fleet status")
     for doc in read_fleet(app.backend.client):
-        why = "; ".join(r.get("message", "") for r in doc.get("reasons") or []) or "-"
-        table.add_row(*map(escape, (str(doc["node"]), str(doc["state"]), why,
+        table.add_row(*map(escape, (str(doc["node"]), str(doc["state"]), reasons_text(doc),
                                     ",".join(doc.get("consuming") or []) or "(none)",
                                     str(doc.get("running", 0)), str(doc.get("suspended", 0)))))
     console.print(table)
+
+
+def _render_missing() -> str:
+    """How to get rendering here: Blender's bpy has wheels for Python 3.11 and 3.13 only."""
+    if sys.version_info[:2] in ((3, 11), (3, 13)):
+        return "pip install 'idle-accelerator[render]'"
+    return (f"Blender's bpy has no wheel for Python {sys.version_info[0]}.{sys.version_info[1]}"
+            " (it has for 3.11 and 3.13)")
 
 
 def _installed(module: str) -> bool:
@@ -241,7 +250,9 @@ def _modules(app: Celery, console: Console, output: Path, quick: bool) -> None:
              lambda: plans.search(app, str(output / "corpus.npy"), "kitten napping", k=3,
                                   parts=2, corpus=str(corpus)))
     else:
-        console.print("AI inference skipped: pip install 'idle-accelerator[inference]'")
+        # markup off: rich would take "[inference]" for a style and print nothing of it
+        console.print("AI inference skipped: pip install 'idle-accelerator[inference]'",
+                      markup=False)
     if _installed("bpy"):
         settings = ({"samples": 4, "seed": 1, "resolution": [160, 120]} if quick else
                     {"samples": 32, "seed": 1, "resolution": [320, 240]})
@@ -249,7 +260,7 @@ def _modules(app: Celery, console: Console, output: Path, quick: bool) -> None:
             app, str(render.DEMO_SCENE), 1, str(output / "render.png"), grid=(2, 2),
             settings=settings))
     else:
-        console.print("rendering skipped: pip install 'idle-accelerator[render]'")
+        console.print(f"rendering skipped: {_render_missing()}", markup=False)
 
 
 def _job(app: Celery, console: Console, title: str, make: Any) -> None:
