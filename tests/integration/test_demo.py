@@ -28,7 +28,7 @@ def test_the_demo_runs_every_part_and_leaves_nothing_behind(tmp_path):
 
     text = done.stdout
     assert done.returncode == 0, text[-3000:] + done.stderr[-3000:]
-    assert "Flower: http://127.0.0.1:" in text and "user demo" in text
+    assert "Flower: http://127.0.0.1:" in text and "user demo" in text and "/fleet)" in text
     # Through the trust boundary: volunteers enrolled, each in its own namespace.
     assert "coordinator active" in text and text.count("(enrolled volunteer demo-") == 2
     assert "compute.diag.sleep: argument 'seconds' must be a number" in text

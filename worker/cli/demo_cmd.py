@@ -131,7 +131,7 @@ def _run(stack: ExitStack, console: Console, workdir: Path, output: Path, count:
                           f"{process.name}, owner away)")
     flower.wait_ready()
     console.print(f"Flower: {flower.url}  user [bold]{flower.user}[/]  password "
-                  f"[bold]{flower.password}[/]")
+                  f"[bold]{flower.password}[/]  (owners, credit, capacity: {flower.url}/fleet)")
     _how_to_reach(console, workdir, broker)
 
     _diagnostics(app, console, tasks)
