@@ -34,6 +34,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_throttle": settings.unacked_restore_throttle,
     }
     backend = {"visibility_timeout": settings.visibility_timeout}
+    transport.update(settings.redis_options(settings.broker_url))
+    backend.update(settings.redis_options(settings.backend_url))
     if settings.namespace:
         # An enrolled volunteer: every key and channel of kombu and of the result
         # backend lives in its namespace, the only one its Redis user may touch.

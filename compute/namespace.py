@@ -65,8 +65,8 @@ def volunteer_of(url: str | None) -> str | None:
     """The enrolled volunteer a broker URL logs in as (``redis://vol-NAME:...``), else None."""
     if not url:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
+    parts = urlsplit(url.split(";", 1)[0])  # a Sentinel URL: the login is in its first part
+    if parts.scheme not in ("redis", "rediss", "sentinel"):
         return None
     user = unquote(parts.username or "")
     if not user.startswith(USER_PREFIX):

@@ -17,13 +17,13 @@ from kombu.utils.url import maybe_sanitize_url
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from compute import namespace
+from compute import namespace, redis_clients
 from compute import queues as q
 from compute.errors import ConfigError
 from compute.hostid import machine_host_id
 
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
-BACKEND_SCHEMES = ("redis", "rediss")
+BROKER_SCHEMES = (*redis_clients.REDIS_SCHEMES, "amqp", "amqps")
+BACKEND_SCHEMES = redis_clients.REDIS_SCHEMES
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 CsvTuple = Annotated[tuple[str, ...], NoDecode]
@@ -38,7 +38,9 @@ DEFAULT_EXCLUSIVE = (
 
 def redact(url: str | None) -> str | None:
     """``url`` with any password replaced, safe for logs and error messages."""
-    return maybe_sanitize_url(url) if url else url
+    if not url:
+        return url
+    return ";".join(maybe_sanitize_url(part) for part in url.split(";"))  # Sentinel: each part
 
 
 def _split_csv(value: Any) -> Any:
@@ -61,12 +63,15 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("CELERY_BROKER_URL", "broker_url"),
-        description="Broker URL: redis://, rediss:// (TLS), amqp:// or amqps://.",
+        description="Broker URL: redis://, rediss:// (TLS), sentinel:// (Redis Sentinel: "
+                    "sentinel://USER:PASSWORD@HOST:PORT;sentinel://HOST:PORT.../DB), amqp:// "
+                    "or amqps://.",
     )
     result_backend: str | None = Field(
         None,
         validation_alias=AliasChoices("CELERY_RESULT_BACKEND", "result_backend"),
-        description="Result backend URL (redis:// or rediss://); defaults to a Redis broker.",
+        description="Result backend URL (redis://, rediss:// or sentinel://); defaults to a "
+                    "Redis broker.",
     )
     broker_url_file: str | None = Field(
         None,
@@ -79,6 +84,16 @@ class Settings(BaseSettings):
         description="File holding the broker user's password (a container secret): put "
                     "into CELERY_BROKER_URL, and into CELERY_RESULT_BACKEND when it names a "
                     "user without a password, so no password sits in the environment.",
+    )
+    sentinel_master: str = Field(
+        "idle-accel", min_length=1,
+        description="Redis Sentinel: the name the sentinels monitor the primary under "
+                    "(sentinel:// URLs only).",
+    )
+    sentinel_password: str | None = Field(
+        None,
+        description="Redis Sentinel: the sentinels' own password, when they have one "
+                    "(the data nodes' login is in the URL).",
     )
     result_expires: int = Field(
         86_400, ge=60, description="Seconds a task result is kept in Redis."
@@ -309,7 +324,19 @@ class Settings(BaseSettings):
 
     @property
     def broker_is_redis(self) -> bool:
-        return urlsplit(self.broker_url).scheme in BACKEND_SCHEMES
+        return redis_clients.scheme(self.broker_url) in BACKEND_SCHEMES
+
+    @property
+    def sentinel_options(self) -> dict[str, Any]:
+        """Celery's transport options for a ``sentinel://`` URL (the same for every client)."""
+        options: dict[str, Any] = {"master_name": self.sentinel_master}
+        if self.sentinel_password:
+            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+        return options
+
+    def redis_options(self, url: str) -> dict[str, Any]:
+        """What a Redis client of ``url`` needs beyond the URL: Sentinel's options, or none."""
+        return self.sentinel_options if redis_clients.is_sentinel(url) else {}
 
     @property
     def backend_url(self) -> str:
@@ -334,7 +361,7 @@ class Settings(BaseSettings):
         warnings = []
         for var, url in (("CELERY_BROKER_URL", self.broker_url),
                          ("CELERY_RESULT_BACKEND", self.backend_url)):
-            parts = urlsplit(url)
+            parts = urlsplit(redis_clients.parts(url)[0])  # a Sentinel URL: its first part
             local = (parts.hostname or "localhost") in ("localhost", "127.0.0.1", "::1")
             if not parts.password and not local:
                 warnings.append(f"{var} has no password: anyone who reaches "
@@ -342,6 +369,9 @@ class Settings(BaseSettings):
             if parts.scheme in ("redis", "amqp") and not local:
                 warnings.append(f"{var} is not encrypted ({parts.scheme}://): "
                                 f"use {parts.scheme}s:// across a network")
+            elif parts.scheme == redis_clients.SENTINEL and not local:
+                warnings.append(f"{var} is not encrypted (sentinel://): keep the sentinels "
+                                f"and Redis on a private network")
         return list(dict.fromkeys(warnings))
 
     def describe(self) -> list[tuple[str, str, str, str]]:
@@ -351,6 +381,8 @@ class Settings(BaseSettings):
             value = getattr(self, key)
             if key in ("broker_url", "result_backend"):
                 value = redact(value)
+            elif key == "sentinel_password" and value:
+                value = "**"
             if isinstance(value, tuple):
                 value = ",".join(value)
             rows.append((key, env_name(key), "" if value is None else str(value),
@@ -369,13 +401,16 @@ def _read_secret(path: str, variable: str) -> str:
 
 
 def _with_password(url: str, password: str) -> str:
-    """``url`` with ``password`` for its user, when it names a user and no password."""
-    parts = urlsplit(url)
-    if not parts.username or parts.password is not None:
+    """``url`` with ``password`` for its user, when it names a user and no password
+    (in each part of a ``;``-joined Sentinel URL)."""
+    if ";" in url:
+        return ";".join(_with_password(part, password) for part in redis_clients.parts(url))
+    split = urlsplit(url)
+    if not split.username or split.password is not None:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
-    return parts._replace(netloc=netloc).geturl()
+    host = split.netloc.rsplit("@", 1)[1]
+    netloc = f"{split.username}:{quote(password, safe='')}@{host}"
+    return split._replace(netloc=netloc).geturl()
 
 
 def env_name(key: str) -> str:
@@ -388,7 +423,10 @@ def env_name(key: str) -> str:
 
 
 def _check_scheme(url: str, allowed: tuple[str, ...]) -> None:
-    scheme = urlsplit(url).scheme
+    scheme = redis_clients.scheme(url)
+    if any(urlsplit(part).scheme != scheme for part in redis_clients.parts(url)):
+        raise ValueError(f"every ';'-separated part must have the same scheme; "
+                         f"got {redact(url)!r}")
     if scheme not in allowed:
         wanted = ", ".join(f"{s}://" for s in allowed)
         raise ValueError(f"must start with one of {wanted}; got {redact(url)!r}")

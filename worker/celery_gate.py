@@ -40,7 +40,7 @@ from celery.worker.control import control_command
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual as kombu_virtual
 
-from compute import keys, namespace
+from compute import keys, namespace, redis_clients
 from compute.errors import PayloadTooLarge
 from compute.sdk import max_message_bytes
 from compute.verify import HandBack
@@ -246,8 +246,9 @@ class LeaseStep(bootsteps.StartStopStep):
     def __init__(self, w: Any, **kwargs: Any) -> None:
         conf = w.app.conf
         self.url = conf.broker_url
-        self.enabled = str(self.url).startswith(("redis://", "rediss://"))
+        self.enabled = redis_clients.scheme(str(self.url)) in redis_clients.REDIS_SCHEMES
         options = conf.broker_transport_options or {}
+        self.options = options  # Sentinel's master_name and sentinel_kwargs, when it is one
         self.interval = float(options.get("visibility_timeout", 3600)) / 3
         self.index = str(options.get("global_keyprefix") or "") + keys.UNACKED_INDEX
         if options.get("global_keyprefix"):
@@ -259,7 +260,7 @@ class LeaseStep(bootsteps.StartStopStep):
         super().__init__(w, **kwargs)
 
     def start(self, w: Any) -> None:
-        client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        client = redis_clients.connect(self.url, self.options)
 
         def on_lost(tag: str, _why: str) -> None:
             consumer = getattr(w, "consumer", None)

@@ -29,6 +29,7 @@ from flower.views import BaseHandler
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
+from compute import redis_clients
 from compute.settings import Settings
 from worker import capacity_history, credit, fleet_mode, fleet_view
 from worker.status import read_fleet
@@ -123,8 +124,9 @@ class FleetFlower(Flower):
             web.url(prefix + r"/fleet/emergency", EmergencySwitch, name="fleet-emergency"),
             web.url(prefix + r"/api/fleet", FleetApi, name="api-fleet"),
         ])
-        self.fleet_client = redis.Redis.from_url(Settings.load().backend_url, socket_timeout=5,
-                                                 socket_connect_timeout=5)
+        settings = Settings.load()
+        self.fleet_client = redis_clients.connect(settings.backend_url,
+                                                  settings.redis_options(settings.backend_url))
         self._sampler: PeriodicCallback | None = None
 
     def sample(self) -> None:

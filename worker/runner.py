@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import redis
 from celery.utils.nodenames import default_nodename, host_format
 
-from compute import namespace, signing
+from compute import namespace, redis_clients, signing
 from compute.app import create_app
 from compute.base import BaseTask
 from compute.errors import ConfigError
@@ -49,8 +48,8 @@ def monitor_for(settings: Settings) -> Monitor | None:
 
 def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
                hardware: capabilities.Hardware) -> OwnerLoop:
-    client = redis.Redis.from_url(settings.backend_url, socket_timeout=5,
-                                  socket_connect_timeout=5)
+    client = redis_clients.connect(settings.backend_url,
+                                   settings.redis_options(settings.backend_url))
     static: dict[str, Any] = {
         "node": node, "pid": os.getpid(), "host": settings.host, "mode": settings.mode,
         "region": settings.region,

@@ -78,7 +78,8 @@ class Fleet:
         process.start()
         if wait:
             with self.broker.client() as client:
-                process.wait_reported(client, volunteer.node)
+                # Taking work as the coordinator sees it: it places work only on those.
+                process.wait_reported(client, volunteer.node, consuming=True)
         return process
 
     def stop(self) -> None:

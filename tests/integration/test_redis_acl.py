@@ -596,7 +596,7 @@ def test_the_shipped_file_does_not_start_until_rendered(tmp_path, step, refusal)
     users = tmp_path / "users.acl"
     users.write_text(template if step == "as shipped" else strip_comments(template))
     server = RedisServer(tmp_path / "redis", acl_file=users, user="admin",
-                         password="unused")  # noqa: S106
+                         password="unused")
     with pytest.raises(IdleAccelError, match=refusal):
         server.start()
     assert not server.running

@@ -7,11 +7,13 @@ traceback.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError
 
+from compute import redis_clients
 from compute.errors import ConfigError
 from compute.settings import Settings, redact
 
@@ -42,7 +44,8 @@ def explain(exc: BaseException, url: str | None = None) -> str:
             f"CELERY_BROKER_URL to your cluster's broker (`idle-accel demo` prints how).")
 
 
-def login_refused(url: str, timeout: float = 5.0) -> str | None:
+def login_refused(url: str, options: Mapping[str, Any] | None = None,
+                  timeout: float = 5.0) -> str | None:
     """The line to print when the Redis broker at ``url`` refuses this login, else None.
 
     A worker checks this before it starts: a wrong or missing password never
@@ -50,11 +53,10 @@ def login_refused(url: str, timeout: float = 5.0) -> str | None:
     that cannot be reached yet is not refused (None): the worker starts and
     Celery retries until it answers. AMQP logins are left to Celery.
     """
-    if urlsplit(url).scheme not in ("redis", "rediss"):
+    if redis_clients.scheme(url) not in redis_clients.REDIS_SCHEMES:
         return None
     try:
-        with redis.Redis.from_url(url, socket_timeout=timeout,
-                                  socket_connect_timeout=timeout) as client:
+        with redis_clients.connect(url, options, timeout=timeout) as client:
             client.ping()
     except redis.exceptions.AuthenticationError as exc:
         return explain(exc, url)
@@ -66,11 +68,10 @@ def login_refused(url: str, timeout: float = 5.0) -> str | None:
     return None
 
 
-def reach(url: str, timeout: float = 5.0) -> None:
+def reach(url: str, options: Mapping[str, Any] | None = None, timeout: float = 5.0) -> None:
     """Ping the Redis at ``url`` once, raising its error at once (a client about to send work
     would otherwise wait out Celery's retries, 20 s, and end in a traceback)."""
-    if urlsplit(url).scheme not in ("redis", "rediss"):
+    if redis_clients.scheme(url) not in redis_clients.REDIS_SCHEMES:
         return
-    with redis.Redis.from_url(url, socket_timeout=timeout,
-                              socket_connect_timeout=timeout) as client:
+    with redis_clients.connect(url, options, timeout=timeout) as client:
         client.ping()

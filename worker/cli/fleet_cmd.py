@@ -6,13 +6,12 @@ import json
 import time
 from typing import Annotated, Any
 
-import redis
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from compute import verify
+from compute import redis_clients, verify
 from compute.app import create_app
 from compute.errors import ConfigError
 from compute.settings import Settings, redact
@@ -24,10 +23,14 @@ from worker.status import read_fleet
 fleet = typer.Typer(help="See and steer the whole fleet.", no_args_is_help=True)
 
 
+def _client(settings: Settings) -> Any:
+    return redis_clients.connect(settings.backend_url,
+                                 settings.redis_options(settings.backend_url))
+
+
 def _load() -> list[dict[str, Any]]:
     settings = Settings.load()
-    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
-                              socket_connect_timeout=5) as client:
+    with _client(settings) as client:
         return read_fleet(client)
 
 
@@ -98,8 +101,7 @@ def emergency(
     mode = fleet_mode.Mode(switch == "on", requeue_running)
     wanted = "emergency" if mode.emergency else "normal"
     settings = Settings.load()
-    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
-                              socket_connect_timeout=5) as client:
+    with _client(settings) as client:
         app = create_app(settings)
         try:
             fleet_mode.switch(client, app, mode)
@@ -125,8 +127,7 @@ def emergency(
 def credits(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Each volunteer's tasks, CPU-seconds and GPU-seconds (successful tasks, once each)."""
     settings = Settings.load()
-    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
-                              socket_connect_timeout=5) as client:
+    with _client(settings) as client:
         rows = credit.table(client)
     if as_json:
         print(json.dumps({"credits": rows}, indent=2))
@@ -148,8 +149,7 @@ def verdicts(
 ) -> None:
     """Latest verdicts on verified tasks (verify=k): agreed, or which machines disagreed."""
     settings = Settings.load()
-    with redis.Redis.from_url(settings.backend_url, socket_timeout=5,
-                              socket_connect_timeout=5) as client:
+    with _client(settings) as client:
         rows = verify.verdicts(client, limit=verify.KEEP_VERDICTS if disagreed else limit)
     if disagreed:
         rows = [row for row in rows if not row["agreed"] or len(row["groups"]) > 1][:limit]

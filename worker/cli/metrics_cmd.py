@@ -9,6 +9,7 @@ import redis
 import typer
 
 from compute import queues as q
+from compute import redis_clients
 from compute.settings import Settings
 from worker import credit
 from worker.metrics import queue_lengths, render
@@ -21,8 +22,8 @@ def metrics(
 ) -> None:
     """Serve /metrics (Prometheus text format), read from Redis at each scrape."""
     settings = Settings.load()
-    client = redis.Redis.from_url(settings.backend_url, socket_timeout=5,
-                                  socket_connect_timeout=5)
+    client = redis_clients.connect(settings.backend_url,
+                                   settings.redis_options(settings.backend_url))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

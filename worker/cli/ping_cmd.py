@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import redis
 import typer
 
-from compute import keys
+from compute import keys, redis_clients
 from compute.app import create_app
 from compute.settings import Settings
 from worker.cli.options import setting_help
@@ -32,8 +31,9 @@ def ping(
     settings = Settings.load(name=name)
     node = node_name(settings.name)
     if from_status:
-        with redis.Redis.from_url(settings.backend_url, socket_timeout=timeout,
-                                  socket_connect_timeout=timeout) as client:
+        with redis_clients.connect(settings.backend_url,
+                                   settings.redis_options(settings.backend_url),
+                                   timeout=timeout) as client:
             if not client.exists(settings.namespace + keys.worker(node)):
                 typer.echo(f"{node}: no status report in Redis", err=True)
                 raise typer.Exit(1)

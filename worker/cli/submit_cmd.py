@@ -33,7 +33,7 @@ Region = Annotated[str | None, typer.Option(help="Run only on workers of this re
 def _client() -> Any:
     """The team's app, once its result store answered (a clear line, not 20 s of retries)."""
     settings = Settings.load()
-    reach(settings.backend_url)
+    reach(settings.backend_url, settings.redis_options(settings.backend_url))
     return create_app(settings)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import redis
 import typer
 
+from compute import redis_clients
 from compute.coordinator import registry
 from compute.settings import Settings
 from worker import volunteer_host as host
@@ -58,7 +59,8 @@ def status(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
 
 
 def _admin_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.broker_url, socket_timeout=10, socket_connect_timeout=10)
+    return redis_clients.connect(settings.broker_url, settings.redis_options(settings.broker_url),
+                                 timeout=10)
 
 
 @volunteer.command("enroll")

@@ -24,7 +24,7 @@ def worker(**overrides: Any) -> None:
     settings = Settings.load(**overrides)
     for warning in settings.security_warnings():
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
-    refused = login_refused(settings.broker_url)
+    refused = login_refused(settings.broker_url, settings.redis_options(settings.broker_url))
     if refused:
         typer.secho(f"idle-accel: {refused}", fg="red", err=True)
         raise typer.Exit(2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -46,19 +47,32 @@ class WorkerProcess(ManagedProcess):
                 return
         raise IdleAccelError(f"worker {self.node} not ready after {timeout}s:\n{self.log_tail()}")
 
-    def wait_reported(self, client: Any, node: str | None = None, timeout: float = 30.0) -> None:
+    def wait_reported(self, client: Any, node: str | None = None, timeout: float = 30.0,
+                      *, consuming: bool = False) -> None:
         """Block until the fleet lists this worker (its status report under the team's keys).
 
         A volunteer's worker in its own namespace cannot be pinged by the team;
         the coordinator republishes its report once it sees it (as ``node``).
+        ``consuming``: until the report also says it takes work (what the
+        coordinator places work by), not just that it exists.
         """
         key = keys.worker(node or self.node)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:
                 raise IdleAccelError(f"worker {self.node} exited early:\n{self.log_tail()}")
-            if client.exists(key):
+            raw = client.get(key)
+            if raw is not None and (not consuming or _takes_work(raw)):
                 return
             time.sleep(0.05)
         raise IdleAccelError(f"worker {self.node} not listed after {timeout}s:\n"
                              f"{self.log_tail()}")
+
+
+def _takes_work(raw: bytes) -> bool:
+    try:
+        report = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(report, dict) and report.get("state") == "idle" \
+        and bool(report.get("consuming"))

@@ -1,0 +1,120 @@
+"""A Redis Sentinel group on loopback for tests: a primary, a replica and three sentinels.
+
+Every process on a free port, in the test's folder; the data nodes share one
+password (in their 0600 config files), the sentinels have none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from worker.local.redis_server import RedisServer, find_binary, free_port
+
+MASTER = "idle-accel"
+
+
+class SentinelGroup:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.primary = RedisServer(directory / "primary", extra_config=[])
+        self.password = self.primary.password
+        self.primary.extra_config.append(f"masterauth {self.password}")
+        self.replica = RedisServer(directory / "replica", password=self.password, extra_config=[
+            f"masterauth {self.password}", f"replicaof 127.0.0.1 {self.primary.port}"])
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> SentinelGroup:
+        self.primary.start()
+        self.replica.start()
+        self._wait(lambda: self._info(self.replica).get("master_link_status") == "up",
+                   "the replica in sync")
+        for port in self.sentinel_ports:
+            folder = self.directory / f"sentinel-{port}"
+            folder.mkdir(parents=True, exist_ok=True)
+            config = folder / "sentinel.conf"
+            config.write_text("\n".join([
+                "bind 127.0.0.1", f"port {port}", f'dir "{folder}"',
+                f'logfile "{folder / "sentinel.log"}"',
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2",
+                f"sentinel auth-pass {MASTER} {self.password}",
+                f"sentinel down-after-milliseconds {MASTER} 1000",
+                f"sentinel failover-timeout {MASTER} 10000",
+            ]) + "\n")
+            config.chmod(0o600)
+            self.sentinels.append(subprocess.Popen([find_binary(), str(config), "--sentinel"],
+                                                   stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+        for port in self.sentinel_ports:  # each knows the replica and the other two sentinels
+            self._wait(lambda port=port: self._sentinel(port, "SENTINEL", "SENTINELS", MASTER)
+                       and len(self._sentinel(port, "SENTINEL", "SENTINELS", MASTER)) == 2
+                       and len(self._sentinel(port, "SENTINEL", "REPLICAS", MASTER)) == 1,
+                       f"sentinel {port} to see the group")
+        return self
+
+    def url(self, db: int = 0) -> str:
+        """kombu's Sentinel URL: the data nodes' password in the first part."""
+        ports = self.sentinel_ports
+        return (f"sentinel://:{self.password}@127.0.0.1:{ports[0]};"
+                + ";".join(f"sentinel://127.0.0.1:{port}" for port in ports[1:]) + f"/{db}")
+
+    def primary_port(self) -> int:
+        _host, port = self._sentinel(self.sentinel_ports[0], "SENTINEL",
+                                    "GET-MASTER-ADDR-BY-NAME", MASTER)
+        return int(port)
+
+    def kill_primary(self) -> float:
+        """SIGKILL the primary; seconds until the sentinels name the replica instead."""
+        assert self.primary._process is not None
+        os.kill(self.primary._process.pid, signal.SIGKILL)
+        self.primary._process.wait()
+        started = time.monotonic()
+        self._wait(lambda: self.primary_port() == self.replica.port, "the failover", 60)
+        return time.monotonic() - started
+
+    def wait_replicated(self) -> None:
+        """Until the replica has every write the primary acknowledged so far."""
+        with self.primary.client() as client:
+            assert client.wait(1, 10_000) >= 1, "the replica did not acknowledge"
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+        for process in self.sentinels:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for server in (self.replica, self.primary):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+    def _info(self, server: RedisServer) -> dict:
+        with server.client() as client:
+            return client.info("replication")
+
+    def _sentinel(self, port: int, *command: str):
+        try:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
+                return client.execute_command(*command)
+        except (redis.RedisError, OSError):
+            return None
+
+    @staticmethod
+    def _wait(predicate, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except (redis.RedisError, OSError, TypeError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"no {what} after {timeout} s")
