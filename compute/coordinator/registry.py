@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 
-from compute import keys, namespace
+from compute import keys, namespace, redis_clients
 from compute import queues as q
 from compute.errors import ConfigError
 
@@ -40,7 +40,16 @@ class Enrollment:
 
 
 def volunteer_url(admin_url: str, name: str, password: str) -> str:
-    """``admin_url`` (the broker as the admin reaches it) logged in as volunteer ``name``."""
+    """``admin_url`` (the broker as the admin reaches it) logged in as volunteer ``name``.
+
+    A Sentinel URL keeps every sentinel; the volunteer's login goes in the first
+    part (where kombu reads it), every other part carries none.
+    """
+    if ";" in admin_url:
+        first, *rest = redis_clients.parts(admin_url)
+        bare = [urlunsplit(p._replace(netloc=p.netloc.rsplit("@", 1)[-1]))
+                for p in map(urlsplit, rest)]
+        return ";".join([volunteer_url(first, name, password), *bare])
     parts = urlsplit(admin_url)
     host = parts.hostname or "127.0.0.1"
     if ":" in host:
@@ -52,6 +61,8 @@ def volunteer_url(admin_url: str, name: str, password: str) -> str:
 
 
 def _db(url: str) -> int:
+    if redis_clients.is_sentinel(url):
+        return redis_clients.parse_sentinel(url).db
     path = urlsplit(url).path.strip("/")
     return int(path) if path.isdigit() else 0
 

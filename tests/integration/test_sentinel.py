@@ -18,11 +18,15 @@ import time
 
 import pytest
 
+from compute import redis_clients
 from compute.app import create_app
+from compute.coordinator import registry
 from compute.settings import Settings
+from worker.local.coordinator_process import CoordinatorProcess
 from worker.local.worker_process import WorkerProcess, cli_command
 
-from .gating import received
+from .enrolled import TEST_COORDINATOR_ARGS
+from .gating import Owner, received
 from .sentinel import MASTER, SentinelGroup
 
 TASKS = 120
@@ -78,3 +82,59 @@ def test_a_killed_primary_fails_over_and_every_task_completes(group, tmp_path):
     nodes = {worker["node"] for worker in json.loads(fleet.stdout)["workers"]}
     assert {worker.node for worker in workers} <= nodes  # the project's own client, promoted
     assert alive == [True, True]  # both rode through the failover
+
+
+def test_enrolled_volunteers_and_the_coordinator_ride_through_a_failover(group, tmp_path):
+    """Redis does not replicate ACL users: the coordinator re-creates the volunteers' users on
+    the promoted replica from their records (which it does replicate), and they log in again."""
+    url = group.url()
+    team = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
+            "IDLE_ACCEL_SENTINEL_MASTER": MASTER}
+    app = create_app(Settings.load(broker_url=url, result_backend=url, sentinel_master=MASTER))
+    admin = redis_clients.connect(url, {"master_name": MASTER})
+    started = []
+    try:
+        coordinator = CoordinatorProcess(env=team, args=list(TEST_COORDINATOR_ARGS),
+                                         log_path=tmp_path / "coordinator.log")
+        started.append(coordinator)
+        coordinator.start()
+        coordinator.wait_active(admin)
+        volunteers = []
+        for name in ("alice", "bob"):
+            enrolled = registry.enroll(admin, url, name)
+            owner = Owner.away(tmp_path / f"{name}.owner")
+            worker = WorkerProcess(f"{name}@h", log_path=tmp_path / f"{name}.log",
+                                   env={"CELERY_BROKER_URL": enrolled.broker_url,
+                                        "IDLE_ACCEL_SENTINEL_MASTER": MASTER},
+                                   args=["--sensor", owner.flag, "--sensor-max-age", "0",
+                                         "--idle-after", "0", "--concurrency", "2"])
+            started.append(worker)
+            volunteers.append(worker)
+            worker.start()
+        for worker in volunteers:
+            worker.wait_reported(admin, worker.node, consuming=True)
+
+        results = [app.signature("compute.diag.burn", (0.15,)).delay() for _ in range(60)]
+        group.wait_replicated()
+        while sum(result.ready() for result in results) < 15:
+            time.sleep(0.05)
+        group.wait_replicated()  # the records and the work handed out so far
+        failover = group.kill_primary()
+        killed_at = time.monotonic()
+
+        done = [result.get(timeout=240) for result in results]
+        recovered = time.monotonic() - killed_at
+        hosts = {value["hostname"] for value in done}
+        alive = [process.alive for process in started]
+    finally:
+        for process in reversed(started):
+            process.stop(timeout=20)
+        admin.close()
+        app.close()
+
+    twice = sum(received(volunteers, result.id) > 1 for result in results)
+    print(f"\nsentinel, through the coordinator: failover {failover:.1f} s; all 60 tasks done "
+          f"{recovered:.1f} s after the kill; {twice} ran twice")
+    assert hosts <= {"alice@h", "bob@h"} and len(done) == 60
+    assert alive == [True, True, True]
+    assert "restored" in (tmp_path / "coordinator.log").read_text()  # the users, re-created
