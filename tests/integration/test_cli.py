@@ -51,7 +51,8 @@ def test_worker_refuses_a_broker_that_is_not_redis_or_amqp(url):
     done = run_cli("worker", "--name", "refused", env={"CELERY_BROKER_URL": url}, timeout=30)
 
     assert done.returncode == 2
-    assert "CELERY_BROKER_URL: must start with one of redis://, rediss://, sentinel://, amqp://" in done.stderr
+    assert ("CELERY_BROKER_URL: must start with one of redis://, rediss://, sentinel://, "
+            "amqp://") in done.stderr
     assert SECRET not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
 

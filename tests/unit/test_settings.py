@@ -65,8 +65,8 @@ def test_broker_must_be_redis_or_amqp(monkeypatch, url):
         Settings.load()
 
     message = str(caught.value)
-    assert "CELERY_BROKER_URL: must start with one of redis://, rediss://, sentinel://, amqp://, amqps://" \
-        in message
+    assert ("CELERY_BROKER_URL: must start with one of redis://, rediss://, sentinel://, "
+            "amqp://, amqps://") in message
     assert SECRET not in message
 
 
