@@ -130,8 +130,10 @@ def test_rate_limited_tasks_waiting_for_their_token_run_once_on_amqp(app, worker
     assert replies and "ok" in replies[0][worker.node]
     sent = [app.signature("compute.diag.noop").delay() for _ in range(3)]
 
-    wait_for(lambda: rabbit.depth("cpu") == 0, what="all three delivered to the worker")
-    for result in sent:  # one token every 10 s: the last one waits 20 s, unacknowledged
+    # At least one waits for its token while delivered and unacknowledged (Celery raises the
+    # prefetch for it; the third may come only once the second ran).
+    wait_for(lambda: rabbit.depth("cpu") <= 1, what="two delivered to the worker")
+    for result in sent:  # one token every 10 s: each waits up to 10 s, unacknowledged
         assert result.get(timeout=TIMEOUT) == {"hostname": worker.node}
     assert [received([worker], result.id) for result in sent] == [1, 1, 1]
     assert worker.log_text().count("compute.diag.noop[") == 6  # received + succeeded, each once
