@@ -124,6 +124,9 @@ def test_rate_limited_tasks_waiting_for_their_token_keep_their_lease_and_run_onc
         assert result.get(timeout=TIMEOUT) == {"hostname": worker.node}
     time.sleep(7)  # a copy handed out again would have been received by now
     assert [received([worker], result.id) for result in sent] == [1, 1, 1]
-    assert worker.log_text().count("compute.diag.noop[") == 6  # received + succeeded, each once
+    # The pool logs "succeeded" just after it stored the result: give the last line time.
+    lines = wait_for(lambda: (count := worker.log_text().count("compute.diag.noop[")) >= 6
+                     and count, what="every task's 'succeeded' line")
+    assert lines == 6  # received + succeeded, each once
     with broker.client() as client:
         assert client.llen("cpu") == 0 and client.zcard("unacked_index") == 0

@@ -136,7 +136,10 @@ def test_rate_limited_tasks_waiting_for_their_token_run_once_on_amqp(app, worker
     for result in sent:  # one token every 10 s: each waits up to 10 s, unacknowledged
         assert result.get(timeout=TIMEOUT) == {"hostname": worker.node}
     assert [received([worker], result.id) for result in sent] == [1, 1, 1]
-    assert worker.log_text().count("compute.diag.noop[") == 6  # received + succeeded, each once
+    # The pool logs "succeeded" just after it stored the result: give the last line time.
+    lines = wait_for(lambda: (count := worker.log_text().count("compute.diag.noop[")) >= 6
+                     and count, what="every task's 'succeeded' line")
+    assert lines == 6  # received + succeeded, each once
     assert worker.alive and rabbit.depth("cpu") == 0
 
 
