@@ -31,6 +31,15 @@ def _reports(broker, nodes, **wanted):
                for node in nodes) and found
 
 
+def _click_switch(browser, broker, nodes, switch: str, mode: str):
+    """Click the page's switch ``on`` or ``off``; the reports once every node shows ``mode``."""
+    browser.evaluate(f"document.getElementById('emergency-{switch}').click()")
+    browser.wait(f"location.search.includes('switched={switch}') && "
+                 "document.readyState === 'complete'")
+    return wait_for(lambda: _reports(broker, nodes, fleet_mode=mode), timeout=30,
+                    what=f"every worker in {mode} mode")
+
+
 def test_the_fleet_page_and_its_switch_need_flowers_login(flower, broker):
     page, _ = flower.get("/fleet", auth=False)
     api, _ = flower.get("/api/fleet", auth=False)
@@ -77,24 +86,14 @@ def test_the_fleet_page_shows_owners_credit_and_capacity_and_switches_the_fleet(
         now = browser.evaluate("document.getElementById('capacity-now').innerText")
         nav = browser.evaluate("document.getElementById('nav-fleet').innerText")
 
-        browser.evaluate("document.getElementById('emergency-on').click()")
-        browser.wait("location.search.includes('switched=on') && "
-                     "document.readyState === 'complete'")
-        emergency = wait_for(lambda: _reports(broker, [away.node, busy.node],
-                                              fleet_mode="emergency"), timeout=30,
-                             what="both workers in emergency mode")
+        emergency = _click_switch(browser, broker, [away.node, busy.node], "on", "emergency")
         browser.open(flower.url + "/fleet")
         mode_after = browser.evaluate("document.getElementById('fleet-mode').innerText")
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "flower-fleet.png"
         browser.screenshot(shot)
 
-        browser.evaluate("document.getElementById('emergency-off').click()")
-        browser.wait("location.search.includes('switched=off') && "
-                     "document.readyState === 'complete'")
-        normal = wait_for(lambda: _reports(broker, [away.node, busy.node],
-                                           fleet_mode="normal"), timeout=30,
-                          what="both workers back to normal")
+        normal = _click_switch(browser, broker, [away.node, busy.node], "off", "normal")
     finally:
         browser.close()
 
