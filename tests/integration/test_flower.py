@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from worker.local.flower_process import FlowerProcess
+
 from .tools import require
 from .waiting import wait_for
 
@@ -74,3 +76,17 @@ def test_flower_shows_enrolled_volunteers_and_their_tasks_through_the_coordinato
     workers = json.loads(flower.get("/api/workers?refresh=1")[1])
     assert task["worker"] == "alice@h"  # from its events, relayed with the hostname forced
     assert "alice@h" in workers  # remote control relayed: Flower's inspect reaches it
+
+
+def test_plain_celery_flower_still_works_without_the_fleet_page(broker_env, tmp_path):
+    plain = FlowerProcess(env=broker_env, log_path=tmp_path / "plain-flower.log",
+                          plain=True).start()
+    try:
+        plain.wait_ready()
+        workers, _ = plain.get("/workers")
+        refused, _ = plain.get("/workers", auth=False)
+        fleet, _ = plain.get("/fleet")
+    finally:
+        plain.stop()
+
+    assert (workers, refused, fleet) == (200, 401, 404)

@@ -33,12 +33,14 @@ class FlowerProcess(ManagedProcess):
     """
 
     def __init__(self, *, env: Mapping[str, str], log_path: Path, user: str = "admin",
-                 password: str | None = None, db: Path | None = None) -> None:
+                 password: str | None = None, db: Path | None = None,
+                 plain: bool = False) -> None:
         self.port = free_port()
         self.user = user
         self.password = password or secrets.token_urlsafe(12)
-        argv = [sys.executable, "-m", "worker.cli", "flower",
-                "--address=127.0.0.1", f"--port={self.port}"]
+        command = (["-m", "celery", "-A", "compute.app", "flower"] if plain  # no Fleet page
+                   else ["-m", "worker.cli", "flower"])
+        argv = [sys.executable, *command, "--address=127.0.0.1", f"--port={self.port}"]
         if db is not None:
             argv += ["--persistent=True", f"--db={db}"]
         super().__init__(argv, env={**env, "FLOWER_BASIC_AUTH": f"{user}:{self.password}"},
