@@ -84,11 +84,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_max_retries": 40,
         "result_backend_base_sleep_between_retries_ms": 10,
         "result_backend_max_sleep_between_retries_ms": 3000,
-        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in q.DECLARED],
+        "task_queues": [Queue(name, Exchange(name), routing_key=name,
+                              queue_arguments=_queue_arguments(settings))
+                        for name in q.DECLARED],
+        # Every queue made on demand (tiers, regions, a worker's --queues) is declared
+        # the same way, by the sender and by every worker: RabbitMQ refuses a queue
+        # redeclared with another type ("inequivalent arg 'x-queue-type'").
+        "task_default_queue_type": settings.queue_type,
+        "task_create_missing_queue_type": settings.queue_type,
         "task_default_queue": q.DEFAULT,
         "task_routes": (route_by_needs, q.ROUTES),
         "task_create_missing_queues": True,
     }
+
+
+def _queue_arguments(settings: Settings) -> dict[str, str] | None:
+    """RabbitMQ arguments of every task queue: ``x-queue-type`` for quorum queues.
+
+    Quorum queues keep the direct exchanges of classic ones. Celery's native
+    delayed delivery (topic exchanges) binds only the queues a worker knew at
+    start, and a delayed message for any other queue (a tier or a region made on
+    demand) would be dropped when due; ETA tasks are held by the worker instead,
+    as with classic queues.
+    """
+    return {"x-queue-type": "quorum"} if settings.queue_type == "quorum" else None
 
 
 class IdleCelery(Celery):

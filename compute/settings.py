@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         description="Redis Sentinel: the sentinels' own password, when they have one "
                     "(the data nodes' login is in the URL).",
     )
+    queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="RabbitMQ: the type every task queue is declared with. 'quorum' "
+                    "replicates each queue over the cluster's nodes (Raft), so a node's loss "
+                    "loses no task; queues already declared keep their type (use a new "
+                    "vhost to switch).",
+    )
     result_expires: int = Field(
         86_400, ge=60, description="Seconds a task result is kept in Redis."
     )
@@ -293,6 +300,13 @@ class Settings(BaseSettings):
         if value:
             _check_scheme(value, BACKEND_SCHEMES)
         return value or None
+
+    @model_validator(mode="after")
+    def _quorum_needs_rabbitmq(self) -> Settings:
+        if self.queue_type == "quorum" and self.broker_is_redis:
+            raise ValueError("IDLE_ACCEL_QUEUE_TYPE=quorum needs a RabbitMQ broker (amqp:// "
+                             "or amqps://): Redis lists have no queue types")
+        return self
 
     @model_validator(mode="after")
     def _one_namespace(self) -> Settings:
