@@ -82,3 +82,26 @@ def assignment(volunteer: str, task_id: str) -> str:
 def assigned(volunteer: str) -> str:
     """The task ids a volunteer holds (set)."""
     return f"{PREFIX}assigned:{volunteer}"
+
+
+# -- regions on separate brokers (compute/coordinator/regions.py): on the team's Redis ---------
+
+#: Every region whose coordinator ever pulled from the team's Redis (set of names).
+REGIONS = f"{PREFIX}regions"
+
+
+def region_out(region: str) -> str:
+    """Team messages out in ``region`` until their team result is stored (hash: SHA-1 of the
+    message -> its team list, a newline, the message)."""
+    return f"{PREFIX}region:{region}:out"
+
+
+def region_alive(region: str) -> str:
+    """``region``'s heartbeat, renewed by its active coordinator (string with a TTL)."""
+    return f"{PREFIX}region:{region}:alive"
+
+
+def region_stats(region: str) -> str:
+    """What happened to ``region`` (hash: ``recovered`` = messages pushed back when it died,
+    ``declared_dead`` = how many times)."""
+    return f"{PREFIX}region:{region}:stats"

@@ -25,6 +25,7 @@ from typing import Any
 
 from compute import keys
 from compute.coordinator.envelope import queue_of_list
+from worker import credit as credits
 
 #: Sentinel for "the lock is no longer ours".
 FENCED = "fenced"
@@ -52,6 +53,10 @@ redis.call('SADD', KEYS[5], ARGV[4])
 redis.call('LPUSH', KEYS[6], ARGV[6])
 return 'ok'
 """
+# A regional coordinator's: the message waits on the team's Redis, recorded as out in its
+# region (``regions.Outbox``), not in an inbox here; everything else is the same.
+_PLACE_REGIONAL = _PLACE.replace(
+    "if redis.call('LREM', KEYS[2], 1, ARGV[2]) == 0 then return 'gone' end\n", "")
 
 # KEYS: lock, assignment, ASSIGNMENTS, assigned(volunteer), team list, volunteer's list,
 #       volunteer's unacked, unacked_index, result key.
@@ -158,10 +163,13 @@ class Assignment:
 class Ledger:
     """The assignments in Redis, changed only by the coordinator holding ``token``."""
 
-    def __init__(self, client: Any, token: str) -> None:
+    def __init__(self, client: Any, token: str, outbox: Any = None) -> None:
+        """``outbox``: a regional coordinator's records on the team's Redis
+        (``regions.Outbox``); team messages are taken from and go back there."""
         self.client = client
         self.token = token
-        self._place = client.register_script(_PLACE)
+        self.outbox = outbox
+        self._place = client.register_script(_PLACE if outbox is None else _PLACE_REGIONAL)
         self._void = client.register_script(_VOID)
         self._completing = client.register_script(_COMPLETING)
         self._finish = client.register_script(_FINISH)
@@ -170,14 +178,26 @@ class Ledger:
 
     def take(self, team_list: str) -> bytes | None:
         """Move the next message of ``team_list`` into its inbox (atomic); None when empty."""
+        if self.outbox is not None:
+            return self.outbox.take(team_list)
         return self.client.lmove(team_list, inbox(team_list), "RIGHT", "LEFT")
 
     def untake(self, team_list: str, raw: bytes) -> None:
         """Put a taken message back at the front of its list (nobody could take it)."""
+        if self.outbox is not None:
+            self.outbox.release(team_list, raw)
+            return
         pipe = self.client.pipeline()
         pipe.lrem(inbox(team_list), 1, raw)
         pipe.rpush(team_list, raw)
         pipe.execute()
+
+    def drop(self, team_list: str, raw: bytes) -> None:
+        """Forget a taken message for good (malformed, or failed without running)."""
+        if self.outbox is not None:
+            self.outbox.done(raw)
+            return
+        self.client.lrem(inbox(team_list), 1, raw)
 
     def place(self, a: Assignment) -> str:
         """Record ``a`` and push its volunteer copy, in one step: 'ok', 'gone', 'fenced', or
@@ -196,6 +216,8 @@ class Ledger:
 
     def recover_inboxes(self) -> int:
         """Put back every message a stopped coordinator had taken but not placed."""
+        if self.outbox is not None:  # see regions.Outbox.reconcile (needs the loaded ledger)
+            return 0
         moved = 0
         for name in list(self.client.scan_iter(match=f"{keys.COORDINATOR_INBOX}:*", count=500)):
             team_list = _text(name)[len(keys.COORDINATOR_INBOX) + 1:]
@@ -240,12 +262,21 @@ class Ledger:
         which volunteers the task already failed on).
         """
         ns = a.ns
-        return _text(self._void(
+        here = requeue and self.outbox is None  # a region's team list is on the team's Redis
+        outcome = _text(self._void(
             keys=[keys.COORDINATOR_LOCK, keys.assignment(a.volunteer, a.task_id),
                   keys.ASSIGNMENTS, keys.assigned(a.volunteer), a.source, ns + a.queue,
                   ns + keys.UNACKED, ns + keys.UNACKED_INDEX, a.result_key()],
-            args=[self.token, a.member, a.task_id, a.tag, a.vmessage, "1" if requeue else "0",
+            args=[self.token, a.member, a.task_id, a.tag, a.vmessage, "1" if here else "0",
                   instead]))
+        if self.outbox is not None and outcome in ("ok", "unstarted"):
+            # Stopped in between: the out-record stays, and the next reconciliation (every
+            # sweep, and on start) pushes it back, since the ledger no longer holds it.
+            if requeue:
+                self.outbox.release(a.source, a.message, instead)
+            else:
+                self.outbox.done(a.message)
+        return outcome
 
     def completing(self, a: Assignment, outcome: dict[str, Any]) -> str:
         """Mark ``a`` as being completed with ``outcome``: 'ok', 'again', 'gone' or 'fenced'."""
@@ -257,6 +288,13 @@ class Ledger:
                ttl: int) -> str:
         """Close ``a`` after its result was stored; grant ``credit`` (CPU s, GPU s) to ``node``."""
         ns = a.ns
+        if self.outbox is not None:
+            # Credit lands on the team's Redis (once per assignment, as the Lua below does),
+            # and the message is out no more; then the regional ledger forgets it.
+            if credit:
+                credits.record(self.outbox.team, node, a.member, credit[0], credit[1], ttl)
+            self.outbox.done(a.message)
+            credit = None
         cpu, gpu = (f"{credit[0]:.6f}", f"{credit[1]:.6f}") if credit else ("", "")
         return _text(self._finish(
             keys=[keys.COORDINATOR_LOCK, keys.assignment(a.volunteer, a.task_id),

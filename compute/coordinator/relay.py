@@ -19,6 +19,11 @@
   to the volunteer's node, for tasks it holds only, so Flower shows every
   volunteer and its tasks and nothing a volunteer did not run. Each
   volunteer's messages are counted: past the quota it is disabled (``quota.py``).
+
+A regional coordinator (``--region``) relays between two Redis servers: the
+fleet mode, the team's broadcasts, the republished reports, events and answers
+are the team's (``team``); the namespaces and their pub/sub are the region's
+(``client``), heard by a second listener.
 """
 
 from __future__ import annotations
@@ -114,22 +119,22 @@ def rewrite_reply(volunteer: str, payload: bytes) -> bytes | None:
 
 
 class Relay:
-    def __init__(self, coordinator: Any, client: Any) -> None:
+    def __init__(self, coordinator: Any, client: Any, team: Any = None) -> None:
         self.coordinator = coordinator
-        self.client = client
+        self.client = client  # the volunteers' Redis
+        self.team = team if team is not None else client
         self.counts: Counter[str] = Counter()  # pub/sub messages per volunteer since reset
         self.recent: OrderedDict[str, None] = OrderedDict()  # members finished lately
         self.pending: dict[str, float] = {}  # reply queue of a relayed broadcast -> until
         self.answers: Counter[tuple[str, str]] = Counter()  # (volunteer, reply queue) -> carried
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
+        self._threads: list[threading.Thread] = []
 
     # -- in: fleet mode -----------------------------------------------------------------------
 
     def fleet_mode(self) -> bool:
         """Copy the fleet's mode into every active namespace; True in emergency mode."""
-        raw = self.client.get(keys.FLEET_MODE)
+        raw = self.team.get(keys.FLEET_MODE)
         try:
             emergency = bool(raw) and bool(json.loads(raw).get("emergency"))
         except (ValueError, AttributeError):
@@ -146,7 +151,7 @@ class Relay:
     def publish_reports(self, volunteers: list[Any]) -> None:
         ttl = max(15, int(3 * self.coordinator.config.sweep_interval))
         held = Counter(a.volunteer for a in self.coordinator.cache.values())
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.team.pipeline(transaction=False)
         for volunteer in volunteers:
             for report in volunteer.reports:
                 document = {**report, "assigned": held[volunteer.name]}
@@ -206,7 +211,7 @@ class Relay:
         for name, oid in keys_read:
             pipe.lpop(f"vol:{name}:{oid}.{REPLY_EXCHANGE}", 16)
         moved = 0
-        out = self.client.pipeline(transaction=False)
+        out = self.team.pipeline(transaction=False)
         for (name, oid), found in zip(keys_read, pipe.execute(raise_on_error=False),
                                       strict=True):
             if not isinstance(found, list):  # none, or the volunteer's garbage
@@ -237,15 +242,16 @@ class Relay:
             payload = data if isinstance(data, bytes) else str(data).encode()
             event = rewrite_event(volunteer, payload, self._allowed(volunteer))
             if event is not None:
-                self.client.publish(rest, event)
+                self.team.publish(rest, event)
 
-    def _listen(self) -> None:
+    def _listen(self, client: Any, patterns: tuple[str, ...]) -> None:
         while not self._stop.is_set():
+            pubsub = None
             try:
-                self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                self._pubsub.psubscribe(RESULT_PATTERN, EVENT_PATTERN, PIDBOX_PATTERN)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(*patterns)
                 while not self._stop.is_set():
-                    message = self._pubsub.get_message(timeout=0.5)
+                    message = pubsub.get_message(timeout=0.5)
                     if message is None:
                         continue
                     try:
@@ -259,19 +265,26 @@ class Relay:
                     log.debug("pub/sub listener: %s; reconnecting", exc)
                     time.sleep(0.5)
             finally:
-                if self._pubsub is not None:
+                if pubsub is not None:
                     try:
-                        self._pubsub.close()
+                        pubsub.close()
                     except Exception as exc:
                         log.debug("pub/sub close: %s", exc)
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._listen, name="idle-accel-relay",
-                                        daemon=True)
-        self._thread.start()
+        if self.team is self.client:
+            listeners = [(self.client, (RESULT_PATTERN, EVENT_PATTERN, PIDBOX_PATTERN))]
+        else:  # a region: volunteers on its Redis, the team's broadcasts on the team's
+            listeners = [(self.client, (RESULT_PATTERN, EVENT_PATTERN)),
+                         (self.team, (PIDBOX_PATTERN,))]
+        self._threads = [threading.Thread(target=self._listen, args=listener,
+                                          name=f"idle-accel-relay-{i}", daemon=True)
+                         for i, listener in enumerate(listeners)]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
+        for thread in self._threads:
+            thread.join(timeout=3)

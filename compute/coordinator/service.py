@@ -42,7 +42,7 @@ from celery import states
 
 from compute import keys, verify
 from compute import queues as q
-from compute.coordinator import completion, envelope, registry
+from compute.coordinator import completion, envelope, regions, registry
 from compute.coordinator.envelope import MalformedMessage, TeamMessage
 from compute.coordinator.ledger import FENCED, Assignment, Ledger
 from compute.coordinator.lock import Lock
@@ -80,13 +80,27 @@ class Config:
     max_connections: int = 64  # an honest worker opens about 13 + its pool processes
     max_messages_per_second: float = 2000.0  # an honest worker sends ~5 per task
     relay_events: bool = True
+    region: str = ""  # serve this region's volunteers, on its own Redis ("": the team's)
+    region_timeout: float = 30.0  # a region silent this long is gone: its work goes back
 
 
 class Coordinator:
-    def __init__(self, app: Any, config: Config, client: Any = None) -> None:
+    def __init__(self, app: Any, config: Config, client: Any = None,
+                 regional: Any = None) -> None:
+        """``client``: the team's Redis (team queues, results, verification, credit, fleet
+        mode and status); ``regional``: the volunteers' Redis of ``config.region`` (their
+        records, namespaces, the ledger, the lock). Without a region both are the team's."""
         self.app = app
         self.config = config
-        self.client = client if client is not None else app.backend.client
+        self.team = client if client is not None else app.backend.client
+        self.region = config.region or None
+        if self.region and regional is None:
+            raise ValueError("a regional coordinator needs its region's Redis client")
+        self.client = regional if self.region else self.team
+        self.outbox = regions.Outbox(self.team, self.region) if self.region else None
+        #: Another region may have run a task too: check the team's result before storing.
+        self.duplicates_possible = bool(self.region)
+        self._refused: set[str] = set()
         settings = getattr(app, "idle_accel_settings", None)
         self.max_bytes = int(settings.max_message_bytes if settings else 256 * 1024)
         self.ttl = int(app.conf.result_expires or 86_400)
@@ -98,7 +112,7 @@ class Coordinator:
         self.started: set[str] = set()  # assignments seen held by their volunteer's worker
         self.hints: queue_mod.SimpleQueue[str] = queue_mod.SimpleQueue()
         self.wake = threading.Event()
-        self.relay = Relay(self, self.client)
+        self.relay = Relay(self, self.client, self.team)
         self.quotas = Quotas(self)
         self.stats: Counter[str] = Counter()
         self.emergency = False
@@ -144,13 +158,16 @@ class Coordinator:
 
     def take_over(self) -> None:
         """Become the active coordinator: restore in-flight messages, load the assignments."""
-        self.ledger = Ledger(self.client, self.lock.token)
+        self.ledger = Ledger(self.client, self.lock.token, self.outbox)
         moved = self.ledger.recover_inboxes()
         self.cache = {a.member: a for a in self.ledger.load(self.ledger.all_members())}
+        if self.outbox is not None:
+            self.outbox.heartbeat(self.config.region_timeout, every=0.0)
+            moved += self.outbox.reconcile(self._out_here())
         self.missing_since.clear()
         self._swept = 0.0
-        log.info("coordinator active: %d open assignment(s), %d message(s) put back",
-                 len(self.cache), moved)
+        log.info("coordinator active%s: %d open assignment(s), %d message(s) put back",
+                 f" for region {self.region}" if self.region else "", len(self.cache), moved)
         for a in [a for a in self.cache.values() if a.state == "completing"]:
             try:
                 self._complete_again(a)
@@ -174,6 +191,8 @@ class Coordinator:
     # -- the sweep ----------------------------------------------------------------------------
 
     def sweep(self, now: float) -> None:
+        if self.outbox is not None:
+            self.outbox.heartbeat(self.config.region_timeout)
         self.roster.refresh(self.client, now)
         self.emergency = self.relay.fleet_mode()
         self.relay.publish_reports(self.roster.active())
@@ -183,6 +202,36 @@ class Coordinator:
             elif volunteer.name not in self._purged:
                 self.retire(volunteer.name)
         self.check(list(self.cache.values()), now, full=True)
+        self._regions(now)
+
+    def _out_here(self) -> set[str]:
+        return {regions.digest(a.message) for a in self.cache.values()}
+
+    def _regions(self, now: float) -> None:
+        """Push back what a dead region held; what this region's ledger lost, too."""
+        if self.ledger is None:
+            return
+        if self.outbox is not None:
+            moved = self.outbox.reconcile(self._out_here())
+            if moved:
+                self.stats["pushed_back"] += moved
+                log.warning("%d message(s) out in region %s had no assignment (stopped "
+                            "between two steps): back to the team's queues", moved,
+                            self.region)
+        for count in regions.recover_dead(self.team, self.region).values():
+            self.stats["recovered"] += count
+        if not self.duplicates_possible and regions.known(self.team):
+            self.duplicates_possible = True
+
+    def _serves(self, v: Volunteer) -> bool:
+        """A regional coordinator serves only volunteers enrolled in its region."""
+        if not self.region or v.region == self.region:
+            return True
+        if v.name not in self._refused:
+            self._refused.add(v.name)
+            log.warning("volunteer %s is enrolled in region %s, not %s: refused (enroll it "
+                        "again for this region)", v.name, v.region or "(none)", self.region)
+        return False
 
     def retire(self, name: str) -> None:
         """A revoked or disabled volunteer: reissue what it held, drop its namespace's keys."""
@@ -276,7 +325,7 @@ class Coordinator:
         if outcome == "gone":
             return
         if a.verification:
-            self.client.hdel(keys.verification(a.verification), f"owner:{a.replica}")
+            self.team.hdel(keys.verification(a.verification), f"owner:{a.replica}")
         self.stats["reissued"] += 1
         log.info("task %s [%s] taken back from %s and reissued: %s", a.name, a.task_id,
                  a.volunteer, why)
@@ -362,7 +411,14 @@ class Coordinator:
         if marked == "gone":
             self._forget(a)
             return
-        already = marked == "again" and completion.team_state(self.app, a.task_id) in FINAL
+        already = (marked == "again" or self.duplicates_possible) and \
+            completion.team_state(self.app, a.task_id) in FINAL
+        if already and marked != "again":
+            # It ran twice: its region was declared dead and it went back to the team's
+            # queues, and another copy's result was stored first. The team keeps that one.
+            self.stats["ran_twice"] += 1
+            log.warning("task %s [%s] ran twice: %s's result discarded, the team already "
+                        "has one", a.name, a.task_id, a.volunteer)
         if not already:
             if outcome["status"] == states.SUCCESS:
                 completion.succeed(self.app, message, outcome["result"], outcome["node"])
@@ -411,10 +467,10 @@ class Coordinator:
         if marked == FENCED:
             self._lost_lock()
             return
-        state = verify.record(self.client, a.verification, outcome)
+        state = verify.record(self.team, a.verification, outcome)
         credit = None if failed else self._credit(a, self.roster.by_name.get(a.volunteer))
         if credit is not None:
-            self.client.hset(keys.verification(a.verification), f"cpu:{a.volunteer}",
+            self.team.hset(keys.verification(a.verification), f"cpu:{a.volunteer}",
                              f"{credit[0]:.6f} {credit[1]:.6f}")
         self.ledger.finish(a, None, a.volunteer, self.ttl)
         self._forget(a)
@@ -442,23 +498,24 @@ class Coordinator:
         """Send copies of ``a``'s message as ``replicas`` (to the front of its team list)."""
         message = envelope.parse(a.message)
         for replica in replicas:
-            self.client.rpush(a.source, _with_header(message, verify.REPLICA_HEADER, replica))
+            self.team.rpush(a.source, _with_header(message, verify.REPLICA_HEADER, replica))
         self.stats["extra_replicas"] += len(replicas)
 
     def _credit_verdict(self, verification_id: str, verdict: Any) -> None:
         fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in
-                  self.client.hgetall(keys.verification(verification_id)).items()}
+                  self.team.hgetall(keys.verification(verification_id)).items()}
         for outcome in verdict.groups[0]:
             claim = fields.get(f"cpu:{outcome.host}", b"0 0")
             cpu, gpu = (float(x) for x in (claim.decode() if isinstance(claim, bytes)
                                            else str(claim)).split())
-            credit.record(self.client, outcome.host, f"{verification_id}:{outcome.host}",
+            credit.record(self.team, outcome.host, f"{verification_id}:{outcome.host}",
                           cpu, gpu, self.ttl)
 
     # -- assigning ----------------------------------------------------------------------------
 
     def assign(self, now: float) -> None:
-        volunteers = [v for v in self.roster.active() if v.idle and not v.benched(now)]
+        volunteers = [v for v in self.roster.active()
+                      if v.idle and not v.benched(now) and self._serves(v)]
         if not volunteers:
             return
         held: Counter[str] = Counter(a.volunteer for a in self.cache.values())
@@ -468,7 +525,7 @@ class Coordinator:
                              for lst in envelope.priority_lists(name)})
         if not candidates:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.team.pipeline(transaction=False)
         for lst in candidates:
             pipe.llen(lst)
         waiting = {lst for lst, n in zip(candidates, pipe.execute(), strict=True) if n}
@@ -525,7 +582,7 @@ class Coordinator:
         replica = ""
         if message.verification:
             replica = str(message.headers.get(verify.REPLICA_HEADER) or message.task_id)
-            claimed = verify.claim(self.client, message.verification, replica, v.name)
+            claimed = verify.claim(self.team, message.verification, replica, v.name)
             if claimed == "other":
                 return None
             if claimed != "ok":
@@ -554,13 +611,12 @@ class Coordinator:
         return True
 
     def _drop(self, lst: str, raw: bytes) -> None:
-        from compute.coordinator.ledger import inbox
-
-        self.client.lrem(inbox(lst), 1, raw)
+        assert self.ledger is not None
+        self.ledger.drop(lst, raw)
 
     def _refuse_malformed(self, lst: str, raw: bytes, why: str) -> None:
         log.error("Refused malformed message in %s, set aside in %s: %s", lst, MALFORMED, why)
-        pipe = self.client.pipeline()
+        pipe = self.team.pipeline()
         pipe.lpush(MALFORMED, raw[:65536])
         pipe.ltrim(MALFORMED, 0, 999)
         pipe.execute()

@@ -4,6 +4,10 @@
 ``idle-accel coordinator`` and volunteer workers through the project's CLI,
 each worker logging in as its own ``vol-NAME`` user with nothing but that
 broker URL, and an owner who is away (a sensor file the test controls).
+
+A regional ``Fleet`` (``team`` and ``region`` given) is one region on its own
+Redis (``broker``): its coordinator runs with ``--region`` and the team's Redis
+as its broker, and its volunteers are enrolled in that region.
 """
 
 from __future__ import annotations
@@ -43,18 +47,24 @@ class Fleet:
     started: list = field(default_factory=list)
     volunteers: dict[str, Volunteer] = field(default_factory=dict)
     coordinators: list[CoordinatorProcess] = field(default_factory=list)
+    team: RedisServer | None = None  # a region's fleet: the team's Redis (broker: the region's)
+    region: str | None = None
 
     def enroll(self, name: str, region: str | None = None) -> Volunteer:
         with self.broker.client() as client:
-            found = registry.enroll(client, self.broker.url(0), name, region=region)
+            found = registry.enroll(client, self.broker.url(0), name,
+                                    region=region or self.region)
         volunteer = Volunteer(name, found.broker_url,
                               Owner.away(self.tmp / f"{name}.owner"))
         self.volunteers[name] = volunteer
         return volunteer
 
     def coordinator(self, *args: str, wait: bool = True) -> CoordinatorProcess:
-        env = {"CELERY_BROKER_URL": self.broker.url(0),
-               "CELERY_RESULT_BACKEND": self.broker.url(0)}
+        team = self.team or self.broker
+        env = {"CELERY_BROKER_URL": team.url(0), "CELERY_RESULT_BACKEND": team.url(0)}
+        if self.region:
+            env["IDLE_ACCEL_REGION_REDIS_URL"] = self.broker.url(0)
+            args = ("--region", self.region, *args)
         log_path = self.tmp / f"coordinator-{len(self.coordinators)}.log"
         process = CoordinatorProcess(env=env, args=[*TEST_COORDINATOR_ARGS, *args],
                                      log_path=log_path)
@@ -69,6 +79,8 @@ class Fleet:
     def worker(self, name: str, *args: str, region: str | None = None,
                wait: bool = True) -> WorkerProcess:
         volunteer = self.volunteers.get(name) or self.enroll(name, region)
+        if self.region and "--region" not in args:
+            args = ("--region", self.region, *args)
         process = WorkerProcess(volunteer.node, env={"CELERY_BROKER_URL": volunteer.url},
                                 log_path=self.tmp / f"{name}.log",
                                 args=["--sensor", volunteer.owner.flag, "--sensor-max-age", "0",
@@ -77,7 +89,7 @@ class Fleet:
         self.started.append(process)
         process.start()
         if wait:
-            with self.broker.client() as client:
+            with (self.team or self.broker).client() as client:  # republished: the team's
                 # Taking work as the coordinator sees it: it places work only on those.
                 process.wait_reported(client, volunteer.node, consuming=True)
         return process

@@ -5,6 +5,11 @@ Runs in the foreground next to Redis, with admin (or team) credentials in
 standby takes over at once). Every field of
 :class:`compute.coordinator.service.Config` is a flag here and an
 ``IDLE_ACCEL_COORDINATOR_*`` variable.
+
+``--region R``: serve only region R's volunteers, on R's own Redis
+(``IDLE_ACCEL_REGION_REDIS_URL``, or ``IDLE_ACCEL_REGION_REDIS_URL_FILE``),
+pulling work from the team's (``CELERY_BROKER_URL``); see
+``compute/coordinator/regions.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from typing import Annotated, Any
 import typer
 
 from compute.app import create_app
+from compute.coordinator import regions
 from compute.coordinator.service import Config, Coordinator
+from compute.errors import ConfigError
 from compute.settings import Settings, redact
 from worker.celery_gate import close_client
 
@@ -40,6 +47,11 @@ HELP = {
     "max_connections": "Connections a volunteer may open before it is disabled.",
     "max_messages_per_second": "Pub/sub messages a second a volunteer may publish.",
     "relay_events": "Republish volunteers' task events for Flower.",
+    "region": "Serve only this region's volunteers, on its own Redis "
+              f"({regions.URL_VARIABLE} or {regions.URL_FILE_VARIABLE}), pulling work from "
+              "the team's Redis (CELERY_BROKER_URL).",
+    "region_timeout": "Seconds without a region's heartbeat after which its outstanding "
+                      "work goes back to the team's queues (any coordinator does it).",
 }
 
 
@@ -61,18 +73,33 @@ def coordinator(**given: Any) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    service = Coordinator(app, config)
-    logging.getLogger(__name__).info("coordinator starting (broker %s)",
-                                     redact(settings.broker_url))
+    regional = None
+    url = regions.regional_url()
+    if config.region:
+        regions.check_region(config.region)
+        if not url:
+            raise ConfigError(f"--region {config.region} needs its Redis: set "
+                              f"{regions.URL_VARIABLE} (or {regions.URL_FILE_VARIABLE})")
+        regional = regions.connect_regional(settings, url)
+    elif url:
+        raise ConfigError(f"{regions.URL_VARIABLE} is set: give --region (the region whose "
+                          "volunteers that Redis holds)")
+    service = Coordinator(app, config, regional=regional)
+    logging.getLogger(__name__).info(
+        "coordinator starting (broker %s%s)", redact(settings.broker_url),
+        f"; region {config.region} on {redact(url)}" if config.region else "")
     try:
         service.run(stop)
     finally:
         close_client(app)
+        if regional is not None:
+            regional.close()
 
 
 _params = []
 for _field in dataclasses.fields(Config):
-    _type = {"float": float, "int": int, "bool": bool}.get(str(_field.type), _field.type)
+    _type = {"float": float, "int": int, "bool": bool, "str": str}.get(str(_field.type),
+                                                                      _field.type)
     _params.append(inspect.Parameter(_field.name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                      annotation=Annotated[_type | None, _flag(_field)]))
 coordinator.__signature__ = inspect.Signature(_params)  # type: ignore[attr-defined]

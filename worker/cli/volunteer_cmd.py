@@ -11,7 +11,8 @@ import redis
 import typer
 
 from compute import redis_clients
-from compute.coordinator import registry
+from compute.coordinator import regions, registry
+from compute.errors import ConfigError
 from compute.settings import Settings
 from worker import volunteer_host as host
 from worker.local.worker_process import cli_command
@@ -59,6 +60,11 @@ def status(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
 
 
 def _admin_client(settings: Settings) -> redis.Redis:
+    """The Redis that holds the volunteers: a region's own (IDLE_ACCEL_REGION_REDIS_URL),
+    else the team's (CELERY_BROKER_URL)."""
+    url = regions.regional_url()
+    if url:
+        return regions.connect_regional(settings, url)
     return redis_clients.connect(settings.broker_url, settings.redis_options(settings.broker_url),
                                  timeout=10)
 
@@ -75,11 +81,17 @@ def enroll(
     """Create NAME's own Redis user, confined to its namespace; print its broker URL.
 
     Run with an admin user's CELERY_BROKER_URL. Enrolling again gives a new
-    password (the old one stops working).
+    password (the old one stops working). With IDLE_ACCEL_REGION_REDIS_URL (or its
+    _FILE variant) the user and record are made on that region's own Redis, and the
+    URL printed is of that Redis: give --region, the region its coordinator serves.
     """
     settings = Settings.load()
+    url = regions.regional_url() or settings.broker_url
+    if url != settings.broker_url and region is None:
+        raise ConfigError(f"{regions.URL_VARIABLE} is set: give --region (the region whose "
+                          "coordinator serves that Redis)")
     with _admin_client(settings) as client:
-        found = registry.enroll(client, settings.broker_url, name, region=region)
+        found = registry.enroll(client, url, name, region=region)
     if url_only:
         print(found.broker_url)
         return
