@@ -43,7 +43,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
-        "broker_transport_options": transport if settings.broker_is_redis else {},
+        # Quorum queues: a send returns once a majority of the cluster's nodes hold the
+        # message (publisher confirms), so losing the node it went through loses nothing.
+        "broker_transport_options": transport if settings.broker_is_redis else
+        {"confirm_publish": settings.queue_type == "quorum"},
         "result_backend_transport_options": backend,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # volunteers reconnect for ever

@@ -623,6 +623,19 @@ def _hand_backs_wait_aside() -> None:
     Request._idle_accel_aside = True
 
 
+def _no_native_delayed_delivery() -> None:
+    """Quorum queues: leave out Celery's native delayed delivery (``DelayedDelivery``).
+
+    It declares 28 more quorum queues (each a Raft group on every node) and binds
+    only the queues a worker knew at start and only through topic exchanges; the
+    project's queues are direct and made on demand (tiers, regions). An ETA task
+    is held by the worker that received it, as on classic queues.
+    """
+    from celery.worker.consumer.delayed_delivery import DelayedDelivery
+
+    DelayedDelivery.include_if = lambda self, c: False
+
+
 def install_worker_steps(app: Celery) -> None:
     """Every worker of ``app``, plain ``celery worker`` too: leases kept and renewed
     (``worker/lease.py``), acknowledgements through reconnects, malformed messages refused."""
@@ -631,6 +644,7 @@ def install_worker_steps(app: Celery) -> None:
     _note_delivery_times()
     _explain_consumer_timeouts()
     _hand_backs_wait_aside()
+    _no_native_delayed_delivery()
     app.steps["worker"].add(LeaseStep)
     app.steps["consumer"].add(KeepHeldStep)
     app.steps["consumer"].add(RefuseMalformedStep)

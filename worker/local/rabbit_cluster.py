@@ -125,8 +125,9 @@ class RabbitCluster:
 
     def ctl(self, i: int, *args: str, timeout: float = 120) -> str:
         node = self.nodes[i]
-        done = subprocess.run([_program("rabbitmqctl"), "-n", node.name, *args], env=self._env(node),
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([_program("rabbitmqctl"), "-n", node.name, *args],
+                              env=self._env(node), capture_output=True, text=True,
+                              timeout=timeout)
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl -n {node.name} {' '.join(args)}: "
                                f"{(done.stderr or done.stdout).strip()[-500:]}")
