@@ -22,3 +22,11 @@ app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True,
                 worker_prefetch_multiplier=1, task_default_queue="cpu",
                 accept_content=["json"], task_serializer="json", result_serializer="json",
                 task_track_started=True, result_extended=True)
+# The failover benchmark (bench/failover.py): what a stock Celery user sets for the same
+# engines, Celery's own options only.
+if os.environ.get("STOCK_SENTINEL_MASTER"):
+    sentinel = {"master_name": os.environ["STOCK_SENTINEL_MASTER"]}
+    app.conf.update(broker_transport_options=sentinel, result_backend_transport_options=sentinel)
+if os.environ.get("STOCK_QUEUE_TYPE"):
+    app.conf.update(task_default_queue_type=os.environ["STOCK_QUEUE_TYPE"],
+                    task_create_missing_queue_type=os.environ["STOCK_QUEUE_TYPE"])

@@ -46,7 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Quorum queues: a send returns once a majority of the cluster's nodes hold the
         # message (publisher confirms), so losing the node it went through loses nothing.
         "broker_transport_options": transport if settings.broker_is_redis else
-        {"confirm_publish": settings.queue_type == "quorum"},
+        ({"confirm_publish": True} if settings.queue_type == "quorum" else {}),
         "result_backend_transport_options": backend,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,  # volunteers reconnect for ever

@@ -154,6 +154,9 @@ def sync_queues(consumer: Any, names: Sequence[str]) -> None:
             consumer.cancel_task_queue(name)
     for name in names:
         if name not in current:
+            # Made the app's way first (``task_create_missing_queue_type``: quorum queues
+            # stay quorum); given only a name, Celery's add_task_queue makes a classic one.
+            consumer.app.amqp.queues[name]  # creates it when missing
             consumer.add_task_queue(name)
 
 

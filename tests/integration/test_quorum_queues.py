@@ -32,6 +32,7 @@ from worker.local.rabbit_vhost import ctl
 from worker.local.worker_process import WorkerProcess, cli_command
 
 from .gating import received
+from .test_emergency import switch
 
 TASKS = 220
 
@@ -59,11 +60,17 @@ def test_every_part_declares_quorum_queues_alike(rabbit, broker, workers, tmp_pa
                               capture_output=True, text=True, timeout=90,
                               env={**os.environ, **env})
         assert done.returncode == 0, done.stderr
+        # The emergency switch makes the gate add queues at run time (emergency, and its
+        # region's emergency@eu-west): made the app's way, they are quorum queues too.
+        assert switch(env, "on").returncode == 0
+        urgent = app.signature("compute.diag.noop").apply_async(queue="emergency@eu-west")
+        assert urgent.get(timeout=60) == {"hostname": worker.node}
+        assert switch(env, "off").returncode == 0
     finally:
         app.close()
     types = _types(rabbit.name)
     for queue in ("cpu", "cpu@eu-west", "cpu.ram2", "cpu.ram2@eu-west", "batch",
-                  "batch@eu-west"):
+                  "batch@eu-west", "emergency", "emergency@eu-west"):
         assert types.get(queue) == "quorum", (queue, types)
     assert not [name for name in types if name.startswith("celery_delayed")]  # not used
 

@@ -23,11 +23,11 @@ from compute.app import create_app
 from compute.coordinator import registry
 from compute.settings import Settings
 from worker.local.coordinator_process import CoordinatorProcess
+from worker.local.sentinel_group import MASTER, SentinelGroup
 from worker.local.worker_process import WorkerProcess, cli_command
 
 from .enrolled import TEST_COORDINATOR_ARGS
 from .gating import Owner, received
-from .sentinel import MASTER, SentinelGroup
 
 TASKS = 120
 

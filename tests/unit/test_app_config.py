@@ -48,6 +48,27 @@ def test_amqp_broker_gets_no_redis_transport_options():
     assert celery_config(settings)["broker_transport_options"] == {}
 
 
+def test_quorum_queues_are_declared_alike_everywhere_and_sends_are_confirmed():
+    settings = Settings.load(broker_url="amqp://h//", result_backend="redis://h/1",
+                             queue_type="quorum")
+    config = celery_config(settings)
+    app = create_app(settings)
+
+    assert {queue.name: queue.queue_arguments for queue in config["task_queues"]} == {
+        name: {"x-queue-type": "quorum"} for name in ("cpu", "gpu", "emergency")}
+    made = app.amqp.queues["cpu.ram16@eu-west"]  # a tier or region, on demand
+    assert made.queue_arguments == {"x-queue-type": "quorum"}
+    assert config["broker_transport_options"] == {"confirm_publish": True}
+    classic = celery_config(Settings.load(broker_url="amqp://h//", result_backend="redis://h/1"))
+    assert all(queue.queue_arguments is None for queue in classic["task_queues"])
+    app.close()
+
+
+def test_quorum_queues_on_redis_are_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="IDLE_ACCEL_QUEUE_TYPE=quorum needs a RabbitMQ"):
+        Settings.load(broker_url="redis://h/0", queue_type="quorum")
+
+
 def test_on_amqp_a_vanished_worker_is_noticed_within_a_visibility_timeout():
     amqp = celery_config(Settings.load(broker_url="amqp://h//", result_backend="redis://h/1",
                                        visibility_timeout=30))

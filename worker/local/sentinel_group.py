@@ -1,4 +1,5 @@
-"""A Redis Sentinel group on loopback for tests: a primary, a replica and three sentinels.
+"""A Redis Sentinel group on loopback, for tests and benchmarks: a primary, a replica and
+three sentinels.
 
 Every process on a free port, in the test's folder; the data nodes share one
 password (in their 0600 config files), the sentinels have none.
