@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -56,8 +57,8 @@ def workers(kind: str, tag: str, workdir: Path, env: dict[str, str]) -> list[Wor
     return started
 
 
-def run(kind: str, tag: str, app, env: dict[str, str], kill, tasks: int, cap: float,
-        workdir: Path) -> dict:
+def run(kind: str, tag: str, app, env: dict[str, str], prepare, kill, tasks: int,
+        cap: float, workdir: Path) -> dict:
     started = workers(kind, tag, workdir, env)
     try:
         for process in started:
@@ -65,11 +66,11 @@ def run(kind: str, tag: str, app, env: dict[str, str], kill, tasks: int, cap: fl
         results = [app.signature("compute.diag.burn", (0.1,)).delay() for _ in range(tasks)]
         while sum(r.ready() for r in results) < tasks // 4:
             time.sleep(0.05)
-        before = {r.id for r in results if r.ready()}
+        prepare()
+        wall = time.time()
         engine = kill()
-        killed = time.monotonic()
-        first = last = None
-        pending = [r for r in results if r.id not in before]
+        killed = time.monotonic() - (engine or 0.0)
+        pending = list(results)
         while pending and time.monotonic() - killed < cap:
             still = []
             for r in pending:
@@ -77,14 +78,15 @@ def run(kind: str, tag: str, app, env: dict[str, str], kill, tasks: int, cap: fl
                     ready = r.ready()
                 except Exception:  # the backend itself failing over
                     ready = False
-                if ready:
-                    first = first if first is not None else time.monotonic() - killed
-                else:
+                if not ready:
                     still.append(r)
             pending = still
-            if not pending:
-                last = time.monotonic() - killed
             time.sleep(0.05)
+        # When each task's result was stored, by the worker's clock (this machine's): the
+        # first and the last stored after the kill.
+        after = sorted(stamp - wall for stamp in (_done_at(r) for r in results)
+                       if stamp is not None and stamp > wall)
+        first, last = (after[0], after[-1]) if after and not pending else (None, None)
         twice = sum(sum(p.log_text().count(f"[{r.id}] received") for p in started) > 1
                     for r in results)
         return {"engine": engine, "first": first, "last": last, "twice": twice,
@@ -93,6 +95,18 @@ def run(kind: str, tag: str, app, env: dict[str, str], kill, tasks: int, cap: fl
         for process in started:
             if process.alive:
                 process.stop(timeout=20)
+
+
+def _done_at(result) -> float | None:
+    try:
+        done = result.date_done  # result_extended: a datetime (UTC), or its ISO text
+    except Exception:
+        return None
+    if isinstance(done, str):
+        done = datetime.fromisoformat(done)
+    if done is None:
+        return None
+    return done.replace(tzinfo=done.tzinfo or UTC).timestamp()
 
 
 def sentinel_case(kind: str, args, workdir: Path) -> dict:
@@ -105,10 +119,8 @@ def sentinel_case(kind: str, args, workdir: Path) -> dict:
         app = create_app(Settings.load(broker_url=url, result_backend=url,
                                        sentinel_master=MASTER))
         try:
-            def kill() -> float:
-                group.wait_replicated()
-                return group.kill_primary()
-            return run(kind, "sen", app, env, kill, args.tasks, args.cap, workdir)
+            return run(kind, "sen", app, env, group.wait_replicated, group.kill_primary,
+                       args.tasks, args.cap, workdir)
         finally:
             app.close()
     finally:
@@ -123,9 +135,9 @@ def quorum_case(kind: str, args, workdir: Path) -> dict:
         app = create_app(Settings.load(broker_url=cluster.url, result_backend=results.url(0),
                                        queue_type="quorum"))
         try:
-            def kill() -> None:  # RabbitMQ elects new leaders within the first task's time
+            def kill() -> None:  # RabbitMQ's election is not timed apart: see "first"
                 cluster.stop(0, kill=True)
-            return run(kind, "qq", app, env, kill, args.tasks, args.cap, workdir)
+            return run(kind, "qq", app, env, lambda: None, kill, args.tasks, args.cap, workdir)
         finally:
             app.close()
 
