@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -211,7 +212,45 @@ def test_emergency_credit_and_verification_span_regions(world: World) -> None:
         assert not list(eu.scan_iter(match=keys.CREDIT_PATTERN))
 
 
+def _stats(world: World, region: str) -> dict[str, int]:
+    with world.team.client() as team:
+        return {k.decode(): int(v) for k, v in team.hgetall(keys.region_stats(region)).items()}
+
+
+def test_a_late_result_from_a_region_declared_dead_does_not_overwrite_the_team_result(
+        world: World) -> None:
+    """eu-west's coordinator freezes past --region-timeout while eu1 runs a task: us-east's
+    coordinator pushes it back, us1 runs it and its result is stored; eu-west thaws, accepts
+    eu1's copy and discards it (the team already has one)."""
+    us_owner = world.us.volunteers["us1"].owner
+    us_owner.busy()
+    try:
+        wait_for(lambda: fleet_doc(world, "us1@h").get("state") == "busy", 20,
+                 what="us1's owner busy")
+        result = world.app.signature("compute.diag.sleep", (2,)).delay()
+        wait_for(lambda: result.state == "STARTED" and result.info.get("hostname") == "eu1@h",
+                 TIMEOUT, what="the task started on eu1")
+        dead_before = _stats(world, EU).get("declared_dead", 0)
+        coordinator = world.eu.coordinators[0]
+        coordinator.signal(signal.SIGSTOP)
+    finally:
+        us_owner.idle()
+    try:
+        wait_for(lambda: _stats(world, EU).get("declared_dead", 0) > dead_before, 20,
+                 what="eu-west declared dead")
+        assert result.get(timeout=TIMEOUT)["hostname"] == "us1@h"
+        wait_for(lambda: f"sleep[{result.id}] succeeded" in
+                 world.eu.volunteers["eu1"].worker.log_text(), 20, what="eu1's copy done")
+    finally:
+        coordinator.signal(signal.SIGCONT)
+    wait_for(lambda: f"[{result.id}] ran twice" in coordinator.log_text(), 20,
+             what="eu-west discarding its late copy")
+    assert world.app.AsyncResult(result.id).get(timeout=5)["hostname"] == "us1@h"
+
+
 def test_losing_a_region_loses_none_of_its_tasks(world: World) -> None:
+    dead_before = _stats(world, EU).get("declared_dead", 0)
+    recovered_before = _stats(world, EU).get("recovered", 0)
     with world.app.producer_or_acquire() as producer:
         results = [world.app.signature("compute.diag.sleep", (0.4,)).apply_async(
             producer=producer) for _ in range(30)]
@@ -227,18 +266,18 @@ def test_losing_a_region_loses_none_of_its_tasks(world: World) -> None:
     assert len(done) == 30
     assert {d["hostname"] for d in done} <= {"eu1@h", "us1@h"}
 
+    stats = _stats(world, EU)
+    assert stats.get("declared_dead") == dead_before + 1
+    recovered = stats.get("recovered", 0) - recovered_before
     with world.team.client() as team:
-        stats = {k.decode(): int(v) for k, v in
-                 team.hgetall(keys.region_stats(EU)).items()}
-        assert stats.get("declared_dead") == 1
         assert not team.exists(keys.region_out(EU))
         assert team.hlen(keys.region_out(US)) == 0
     # Ran twice: received by eu1 before the region died, and finished by us1 after.
     eu_log = world.eu.volunteers["eu1"].worker.log_text()
     twice = [r.id for r, d in zip(results, done, strict=True)
              if d["hostname"] == "us1@h" and f"[{r.id}] received" in eu_log]
-    print(f"eu-west held {stats.get('recovered', 0)} task(s) when it died: pushed back to the "
+    print(f"eu-west held {recovered} task(s) when it died: pushed back to the "
           f"team's queues; {len(twice)} had reached eu1 and so ran (or began) twice")
-    assert stats.get("recovered", 0) >= 1
-    assert len(twice) <= stats["recovered"]
+    assert recovered >= 1
+    assert len(twice) <= recovered
     world.eu.volunteers["eu1"].worker.kill()  # its broker is gone: no graceful stop to wait for
