@@ -340,8 +340,11 @@ class Coordinator:
         self.relay.finished(a.member)
 
     def _still_active(self) -> bool:
-        """Keep the lock through a long step (free until a third of its time has passed)."""
+        """Keep the lock through a long step (free until a third of its time has passed), and
+        the region's heartbeat (at most once a second)."""
         if self.ledger is not None and self.lock.hold():
+            if self.outbox is not None:
+                self.outbox.heartbeat(self.config.region_timeout)
             return True
         if self.ledger is not None:
             self._lost_lock()
