@@ -11,7 +11,9 @@ project's CLI (``idle-accel worker``, ``idle-accel coordinator``), as
    through ``idle-accel coordinator`` to 2 enrolled volunteer workers (each its
    own Redis user in ``vol:NAME:*``, owner away) vs 2 ``idle-accel worker --mode
    dedicated`` on the team's URL consuming the team queues directly; prefork
-   c=1 each (and c=2 each); the coordinator with ``--ahead`` 1, 2 and 4. The
+   c=1 each (and c=2 each); the coordinator with ``--ahead`` 1, 2 and 4; and one
+   regional hop: the 2 volunteers enrolled on a region's own Redis, served by
+   ``idle-accel coordinator --region`` pulling from the team's Redis. The
    direct path runs before and after the coordinator runs (drift shows).
 2. **Added latency**: one task at a time, send -> result, through each path.
 3. **Recovery**: a ``compute.diag.sleep`` runs on volunteer A; A's whole process
@@ -86,6 +88,8 @@ DEFAULT_COORDINATOR = ("--lease-timeout", "8", "--sweep-interval", "1")
 #: (measured: "212 pub/sub messages a second, over its quota of 200"). Given explicitly, so
 #: that the figures do not depend on the default.
 FAST_QUOTA = ("--max-messages-per-second", "2000")
+#: The region of the regional path (section 1): its volunteers on a Redis of their own.
+REGION = "bench-region"
 LOG_TIME = re.compile(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}):")
 
 
@@ -196,21 +200,27 @@ def team_app(server: RedisServer) -> Any:
     return create_app(Settings.load(broker_url=server.url(0), result_backend=server.url(0)))
 
 
-def coordinator(server: RedisServer, workdir: Path, label: str, args: tuple[str, ...] = ()
-                ) -> CoordinatorProcess:
+def coordinator(server: RedisServer, workdir: Path, label: str, args: tuple[str, ...] = (),
+                regional: RedisServer | None = None) -> CoordinatorProcess:
+    """The team's coordinator on ``server``; with ``regional``, region REGION's coordinator
+    serving the volunteers of that Redis and pulling from ``server``."""
     env = {"CELERY_BROKER_URL": server.url(0), "CELERY_RESULT_BACKEND": server.url(0)}
+    if regional is not None:
+        env["IDLE_ACCEL_REGION_REDIS_URL"] = regional.url(0)
+        args = ("--region", REGION, *args)
     process = PROCS.add(CoordinatorProcess(env=env, args=list(args),
                                            log_path=workdir / f"coordinator-{label}.log"))
     process.start()
-    with server.client() as client:
+    with (regional or server).client() as client:
         process.wait_active(client, timeout=60)
     return process
 
 
 def volunteer_worker(server: RedisServer, workdir: Path, name: str, concurrency: int,
-                     owner: str = "idle", loglevel: str = "WARNING") -> WorkerProcess:
+                     owner: str = "idle", loglevel: str = "WARNING",
+                     region: str | None = None) -> WorkerProcess:
     with server.client() as client:
-        url = registry.enroll(client, server.url(0), name).broker_url
+        url = registry.enroll(client, server.url(0), name, region=region).broker_url
     sensor = workdir / f"{name}.owner"
     owner_file(sensor, owner)
     process = WorkerProcess(f"{name}@h", env={"CELERY_BROKER_URL": url},
@@ -313,6 +323,43 @@ def warn_disabled(coord: CoordinatorProcess) -> None:
             print(f"  WARNING, {coord.log_path.name}: {line[:200]}")
 
 
+def regional_run(server: RedisServer, app: Any, workdir: Path, conc: int, tasks: int,
+                 ahead: int, latency_n: int, lat: list[tuple[str, list[float]]]
+                 ) -> tuple[str, Flood]:
+    """One regional hop: 2 volunteers enrolled on a region's own Redis, its coordinator
+    (``--region``) pulling from the team's Redis; the team sends as always."""
+    regional = PROCS.add(RedisServer(workdir / f"redis-region-c{conc}"))
+    regional.start()
+    vols = [volunteer_worker(regional, workdir, f"reg{i}-c{conc}", conc, region=REGION)
+            for i in range(2)]
+    try:
+        for process in vols:
+            process.start()
+        coord = coordinator(server, workdir, f"region-c{conc}",
+                            (*DEFAULT_COORDINATOR, *FAST_QUOTA, "--ahead", str(ahead)),
+                            regional=regional)
+        try:
+            wait_listed_idle(server, [v.node for v in vols])  # republished on the team's
+            flood(app, 50, {})
+            found = flood(app, tasks, {
+                "redis": (server._process.pid, False), "client": (os.getpid(), False),
+                "workers": (vols[0].pid, True), "workers2": (vols[1].pid, True),
+                "coordinator": (coord.pid, False), "regional redis": (regional._process.pid,
+                                                                      False)})
+            if latency_n:
+                lat.append((f"regional coordinator --ahead {ahead}", latencies(app, latency_n)))
+        finally:
+            stop_all([coord])
+            warn_disabled(coord)
+    finally:
+        stop_all(vols)
+        PROCS.stop(regional)
+        with server.client() as client:  # the next coordinator starts from nothing
+            for key in client.scan_iter(match=f"{keys.PREFIX}region:*"):
+                client.delete(key)
+    return f"regional hop --ahead {ahead}", found
+
+
 def coordinator_runs(server: RedisServer, app: Any, workdir: Path, conc: int, tasks: int,
                      aheads: list[int], latency_n: int,
                      lat: list[tuple[str, list[float]]]) -> list[tuple[str, Flood]]:
@@ -370,10 +417,13 @@ def throughput_and_latency(workdir: Path, tasks: int, concurrencies: list[int],
                 rows[conc].append((f"direct (team queues), run {run}",
                                    direct_run(server, app, workdir, conc, run, tasks,
                                               latency_n if first else 0, lat)))
-                if run == 1:  # the coordinator path, between the two direct runs
+                if run == 1:  # the coordinator paths, between the two direct runs
                     rows[conc] += coordinator_runs(server, app, workdir, conc, tasks, aheads,
                                                    latency_n if conc == concurrencies[0]
                                                    else 0, lat)
+                    rows[conc].append(regional_run(server, app, workdir, conc, tasks,
+                                                   aheads[0], latency_n
+                                                   if conc == concurrencies[0] else 0, lat))
     finally:
         with contextlib.suppress(Exception):
             app.close()
@@ -395,9 +445,10 @@ def throughput_and_latency(workdir: Path, tasks: int, concurrencies: list[int],
               f"{'others ms/task':>16}")
         for label, f in found:
             workers = f.cpu_ms.get("workers", 0) + f.cpu_ms.get("workers2", 0)
+            redis_ms = f.cpu_ms["redis"] + f.cpu_ms.get("regional redis", 0)  # both Redis
             coord = fmt(f.cpu_ms["coordinator"], 2) if "coordinator" in f.cpu_ms else "-"
             print(f"  {label:<34}{f.rate:>9.0f}{f.rate / base:>7.2f}{coord:>15}"
-                  f"{f.cpu_ms['redis']:>15.2f}{workers:>17.2f}{f.cpu_ms['client']:>16.2f}"
+                  f"{redis_ms:>15.2f}{workers:>17.2f}{f.cpu_ms['client']:>16.2f}"
                   f"{f.cpu_ms['others']:>16.2f}")
         print("  (ms/task: CPU milliseconds per task of each process, pool processes included "
               "for workers; others: the rest of the machine's CPU meanwhile, per task: other "
