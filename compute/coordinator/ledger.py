@@ -173,6 +173,7 @@ class Ledger:
         self._void = client.register_script(_VOID)
         self._completing = client.register_script(_COMPLETING)
         self._finish = client.register_script(_FINISH)
+        self.used: set[str] = set()  # team lists taken from: their inboxes can be checked
 
     # -- taking and placing -------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class Ledger:
         """Move the next message of ``team_list`` into its inbox (atomic); None when empty."""
         if self.outbox is not None:
             return self.outbox.take(team_list)
+        self.used.add(team_list)
         return self.client.lmove(team_list, inbox(team_list), "RIGHT", "LEFT")
 
     def untake(self, team_list: str, raw: bytes) -> None:
@@ -222,6 +224,23 @@ class Ledger:
         for name in list(self.client.scan_iter(match=f"{keys.COORDINATOR_INBOX}:*", count=500)):
             team_list = _text(name)[len(keys.COORDINATOR_INBOX) + 1:]
             while self.client.lmove(name, team_list, "LEFT", "RIGHT") is not None:
+                moved += 1
+        return moved
+
+    def recover_stray(self) -> int:
+        """Put back what sits in an inbox between two steps (each step empties the inbox it
+        used): a take whose place never happened because Redis failed between the two, or
+        a failover whose promoted replica has the take and not the place. Cheap: one LLEN
+        per team list this coordinator has taken from."""
+        if self.outbox is not None or not self.used:
+            return 0
+        names = sorted(self.used)
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(inbox(name))
+        moved = 0
+        for name, length in zip(names, pipe.execute(), strict=True):
+            while length and self.client.lmove(inbox(name), name, "LEFT", "RIGHT") is not None:
                 moved += 1
         return moved
 

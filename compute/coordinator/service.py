@@ -208,9 +208,16 @@ class Coordinator:
         return {regions.digest(a.message) for a in self.cache.values()}
 
     def _regions(self, now: float) -> None:
-        """Push back what a dead region held; what this region's ledger lost, too."""
+        """Push back what a dead region held; what this region's ledger lost, too; and what
+        an inbox holds between two steps."""
         if self.ledger is None:
             return
+        stray = self.ledger.recover_stray()
+        if stray:
+            self.stats["pushed_back"] += stray
+            log.warning("%d message(s) taken but never placed (Redis failed between the two "
+                        "steps, or a failover lost the placement): back to the team's queues",
+                        stray)
         if self.outbox is not None:
             moved = self.outbox.reconcile(self._out_here())
             if moved:

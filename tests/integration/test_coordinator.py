@@ -251,3 +251,25 @@ def test_a_long_step_keeps_the_lock(app: Celery, fleet: Fleet, broker) -> None:
     log = coordinator.log_text()
     assert "lock was lost" not in log and "step failed" not in log, log[-2000:]
     assert log.count("coordinator active") == 1
+
+
+def test_a_message_left_in_an_inbox_between_steps_goes_back_without_a_restart(
+        app: Celery, fleet: Fleet, broker) -> None:
+    """A take whose place never happened (Redis failed between the two, or a failover's
+    replica has the take and not the place) is put back by the next sweep, not at the next
+    coordinator start."""
+    from compute.coordinator.ledger import inbox
+
+    coordinator = fleet.coordinator()
+    fleet.worker("alice")
+    app.signature("compute.diag.noop").delay().get(timeout=TIMEOUT)  # it has taken from cpu
+    os.kill(coordinator.pid, signal.SIGSTOP)
+    try:
+        stray = app.signature("compute.diag.noop").delay()
+        with broker.client() as client:  # taken, as the coordinator's step would, and left
+            assert client.lmove("cpu", inbox("cpu"), "RIGHT", "LEFT") is not None
+    finally:
+        os.kill(coordinator.pid, signal.SIGCONT)
+    assert stray.get(timeout=TIMEOUT)["hostname"] == "alice@h"
+    assert coordinator.alive
+    assert "taken but never placed" in coordinator.log_text()

@@ -71,11 +71,30 @@ class SentinelGroup:
                                     "GET-MASTER-ADDR-BY-NAME", MASTER)
         return int(port)
 
+    def hold_replica(self, padding_mb: int = 32) -> None:
+        """From now on the replica receives none of the primary's writes, until
+        :meth:`kill_primary`: the replica is stopped (SIGSTOP) and ``padding_mb`` of
+        filler is written to the primary, more than the sockets between them buffer, so
+        every later write waits in the primary's memory and dies with it. What
+        asynchronous replication can lose in a failover, made certain."""
+        assert self.replica._process is not None
+        os.kill(self.replica._process.pid, signal.SIGSTOP)
+        self._held = True
+        with self.primary.client() as client:
+            block = b"x" * (1024 * 1024)
+            for i in range(padding_mb):
+                client.set(f"idle-accel-test:padding:{i}", block)
+
     def kill_primary(self) -> float:
-        """SIGKILL the primary; seconds until the sentinels name the replica instead."""
+        """SIGKILL the primary (and let a held replica go on); seconds until the sentinels
+        name the replica instead."""
         assert self.primary._process is not None
         os.kill(self.primary._process.pid, signal.SIGKILL)
         self.primary._process.wait()
+        if getattr(self, "_held", False):
+            assert self.replica._process is not None
+            os.kill(self.replica._process.pid, signal.SIGCONT)
+            self._held = False
         started = time.monotonic()
         self._wait(lambda: self.primary_port() == self.replica.port, "the failover", 60)
         return time.monotonic() - started
