@@ -15,7 +15,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from compute import queues as q
-from compute import signing, verify
+from compute import replication, signing, verify
 from compute.sdk import route_by_needs
 from compute.settings import Settings
 
@@ -135,7 +135,22 @@ class IdleCelery(Celery):
         if key is not None:
             options["task_id"] = options.get("task_id") or str(uuid.uuid4())
             signing.sign_options(key, name, args, kwargs, options)
-        return super().send_task(name, args, kwargs, **options)
+        result = super().send_task(name, args, kwargs, **options)
+        fence = self._replication_fence()
+        if fence is not None:
+            fence.wait(f"task {name} [{result.id}]")
+        return result
+
+    def _replication_fence(self) -> Any:
+        """With ``send_replicas``: waits, after each send, for the broker's replicas."""
+        if not hasattr(self, "_idle_accel_fence"):
+            settings = getattr(self, "idle_accel_settings", None)
+            self._idle_accel_fence = None
+            if settings is not None and settings.send_replicas:
+                self._idle_accel_fence = replication.Fence(
+                    settings.broker_url, settings.redis_options(settings.broker_url),
+                    settings.send_replicas, settings.namespace or "")
+        return self._idle_accel_fence
 
     def _signing_key(self) -> Any:
         """The team's private key when this app signs what it sends (loaded once)."""

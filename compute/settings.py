@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="Redis Sentinel: the sentinels' own password, when they have one "
                     "(the data nodes' login is in the URL).",
     )
+    send_replicas: int = Field(
+        0, ge=0, le=16,
+        description="Redis: after each task sent, wait until this many replicas hold it "
+                    "(Redis WAIT, 5 s at most, else the send raises NotReplicated), so a "
+                    "failover cannot lose a task whose send returned. 0: do not wait.",
+    )
     queue_type: Literal["classic", "quorum"] = Field(
         "classic",
         description="RabbitMQ: the type every task queue is declared with. 'quorum' "
@@ -300,6 +306,13 @@ class Settings(BaseSettings):
         if value:
             _check_scheme(value, BACKEND_SCHEMES)
         return value or None
+
+    @model_validator(mode="after")
+    def _replicas_need_redis(self) -> Settings:
+        if self.send_replicas and not self.broker_is_redis:
+            raise ValueError("IDLE_ACCEL_SEND_REPLICAS is for a Redis broker; on RabbitMQ "
+                             "use IDLE_ACCEL_QUEUE_TYPE=quorum (publisher confirms)")
+        return self
 
     @model_validator(mode="after")
     def _quorum_needs_rabbitmq(self) -> Settings:

@@ -21,6 +21,7 @@ import pytest
 from compute import redis_clients
 from compute.app import create_app
 from compute.coordinator import registry
+from compute.replication import NotReplicated
 from compute.settings import Settings
 from worker.local.coordinator_process import CoordinatorProcess
 from worker.local.sentinel_group import MASTER, SentinelGroup
@@ -200,3 +201,23 @@ def test_writes_the_replica_never_got_are_caught_by_the_coordinator(group, tmp_p
     assert lost, "no result was stored while the replica was held: the test proved nothing"
     assert lost <= twice  # a result lost with the primary: its task ran again
     assert alive == [True, True, True]
+
+
+def test_with_send_replicas_a_send_returns_only_once_a_replica_holds_the_task(group):
+    """IDLE_ACCEL_SEND_REPLICAS=1: the one loss the coordinator cannot catch (a task sent
+    but never replicated) is closed; with the replica held, the send says so."""
+    url = group.url()
+    app = create_app(Settings.load(broker_url=url, result_backend=url, sentinel_master=MASTER,
+                                   send_replicas=1))
+    try:
+        app.signature("compute.diag.noop").delay()
+        with group.replica.client() as replica:  # no WAIT of the test's own: the send's
+            assert replica.llen("cpu") == 1
+        group.hold_replica(padding_mb=0)
+        started = time.monotonic()
+        with pytest.raises(NotReplicated, match=r"compute.diag.noop \[.*0 of 1 replica"):
+            app.signature("compute.diag.noop").delay()
+        assert time.monotonic() - started >= 4.5  # it waited for the replica, then said so
+    finally:
+        group.release_replica()
+        app.close()

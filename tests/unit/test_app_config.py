@@ -64,6 +64,11 @@ def test_quorum_queues_are_declared_alike_everywhere_and_sends_are_confirmed():
     app.close()
 
 
+def test_send_replicas_on_rabbitmq_are_refused_with_the_reason():
+    with pytest.raises(ConfigError, match="IDLE_ACCEL_SEND_REPLICAS is for a Redis broker"):
+        Settings.load(broker_url="amqp://h//", result_backend="redis://h/1", send_replicas=1)
+
+
 def test_quorum_queues_on_redis_are_refused_with_the_reason():
     with pytest.raises(ConfigError, match="IDLE_ACCEL_QUEUE_TYPE=quorum needs a RabbitMQ"):
         Settings.load(broker_url="redis://h/0", queue_type="quorum")

@@ -85,16 +85,20 @@ class SentinelGroup:
             for i in range(padding_mb):
                 client.set(f"idle-accel-test:padding:{i}", block)
 
+    def release_replica(self) -> None:
+        """Let a held replica go on (it catches up with the primary)."""
+        if getattr(self, "_held", False):
+            assert self.replica._process is not None
+            os.kill(self.replica._process.pid, signal.SIGCONT)
+            self._held = False
+
     def kill_primary(self) -> float:
         """SIGKILL the primary (and let a held replica go on); seconds until the sentinels
         name the replica instead."""
         assert self.primary._process is not None
         os.kill(self.primary._process.pid, signal.SIGKILL)
         self.primary._process.wait()
-        if getattr(self, "_held", False):
-            assert self.replica._process is not None
-            os.kill(self.replica._process.pid, signal.SIGCONT)
-            self._held = False
+        self.release_replica()
         started = time.monotonic()
         self._wait(lambda: self.primary_port() == self.replica.port, "the failover", 60)
         return time.monotonic() - started
