@@ -283,6 +283,21 @@ def test_the_users_acl_is_the_projects_own(rendered):
     assert config["data"]["users.acl.in"] == (ROOT / "deploy/redis/users.acl").read_text()
 
 
+def test_the_sentinels_get_the_projects_users(rendered):
+    """Without them anyone reaching a sentinel could fail it over or point it at their own
+    Redis (tests/integration/test_sentinel.py shows what the users refuse)."""
+    config = one(rendered, "overlays/sentinel", "ConfigMap", "redis-config")
+    shipped = (ROOT / "deploy/redis/sentinel-users.conf").read_text()
+    assert config["data"]["sentinel-users.conf.in"] == shipped
+    assert "/etc/redis/sentinel-users.conf.in >> /tmp/sentinel.conf" in \
+        config["data"]["sentinel.sh"]
+    stateful = one(rendered, "overlays/sentinel", "StatefulSet", "redis")
+    sentinel = next(c for c in stateful["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == "sentinel")
+    assert {"name": "users-acl", "mountPath": "/etc/redis", "readOnly": True} in \
+        sentinel["volumeMounts"]
+
+
 # --- the CLI and the settings --------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ password (in their 0600 config files), the sentinels have none.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,16 @@ import redis
 from worker.local.redis_server import RedisServer, find_binary, free_port
 
 MASTER = "idle-accel"
+
+
+USERS = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "sentinel-users.conf"
+
+
+def sentinel_users(admin_password: str) -> str:
+    """The shipped sentinel users (``deploy/redis/sentinel-users.conf``), filled in."""
+    digest = hashlib.sha256(admin_password.encode()).hexdigest()
+    return (USERS.read_text().replace("ADMIN_PASSWORD_SHA256", digest)
+            .replace("ADMIN_PASSWORD", admin_password))
 
 
 class SentinelGroup:
@@ -48,6 +59,7 @@ class SentinelGroup:
                 f"sentinel auth-pass {MASTER} {self.password}",
                 f"sentinel down-after-milliseconds {MASTER} 1000",
                 f"sentinel failover-timeout {MASTER} 10000",
+                sentinel_users(self.password),
             ]) + "\n")
             config.chmod(0o600)
             self.sentinels.append(subprocess.Popen([find_binary(), str(config), "--sentinel"],
