@@ -8,6 +8,7 @@ Every task can be sent with ``verify=k`` (see :class:`IdleCelery`).
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from typing import Any
 
@@ -15,7 +16,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from compute import queues as q
-from compute import replication, signing, verify
+from compute import redis_clients, replication, signing, verify
 from compute.sdk import route_by_needs
 from compute.settings import Settings
 
@@ -40,7 +41,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # An enrolled volunteer: every key and channel of kombu and of the result
         # backend lives in its namespace, the only one its Redis user may touch.
         transport["global_keyprefix"] = backend["global_keyprefix"] = settings.namespace
+    tls = {}
+    if settings.sentinel_tls:
+        # Sentinel over TLS: the data nodes too (the sentinels' side is in sentinel_kwargs).
+        use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": settings.sentinel_tls_ca}
+        if redis_clients.is_sentinel(settings.broker_url):
+            tls["broker_use_ssl"] = use_ssl
+        if redis_clients.is_sentinel(settings.backend_url):
+            tls["redis_backend_use_ssl"] = use_ssl
     return {
+        **tls,
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
         # Quorum queues: a send returns once a majority of the cluster's nodes hold the

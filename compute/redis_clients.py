@@ -88,6 +88,9 @@ def connect(url: str, options: Mapping[str, Any] | None = None, *,
         list(found.sentinels), socket_timeout=timeout, socket_connect_timeout=timeout,
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout,
                          **dict(options.get("sentinel_kwargs") or {})})
+    # Sentinel over TLS: the data nodes behind the sentinels speak it too, under the same CA.
+    tls = {key: value for key, value in dict(options.get("sentinel_kwargs") or {}).items()
+           if key.startswith("ssl")}
     return sentinel.master_for(master, username=found.username, password=found.password,
                                db=found.db, socket_timeout=timeout,
-                               socket_connect_timeout=timeout)
+                               socket_connect_timeout=timeout, **tls)

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="Redis Sentinel: the sentinels' own password, when they have one "
                     "(the data nodes' login is in the URL).",
     )
+    sentinel_tls_ca: str | None = Field(
+        None,
+        description="Redis Sentinel over TLS: the CA file that signed the sentinels' and the "
+                    "data nodes' certificates; set, every connection to them is TLS, "
+                    "verified against it (sentinel:// URLs only).",
+    )
     send_replicas: int = Field(
         0, ge=0, le=16,
         description="Redis: after each task sent, wait until this many replicas hold it "
@@ -357,9 +363,19 @@ class Settings(BaseSettings):
     def sentinel_options(self) -> dict[str, Any]:
         """Celery's transport options for a ``sentinel://`` URL (the same for every client)."""
         options: dict[str, Any] = {"master_name": self.sentinel_master}
+        sentinel_kwargs: dict[str, Any] = dict(self.sentinel_tls)
         if self.sentinel_password:
-            options["sentinel_kwargs"] = {"password": self.sentinel_password}
+            sentinel_kwargs["password"] = self.sentinel_password
+        if sentinel_kwargs:
+            options["sentinel_kwargs"] = sentinel_kwargs
         return options
+
+    @property
+    def sentinel_tls(self) -> dict[str, Any]:
+        """redis-py's TLS options for the sentinels and the data nodes behind them, or {}."""
+        if not self.sentinel_tls_ca:
+            return {}
+        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": self.sentinel_tls_ca}
 
     def redis_options(self, url: str) -> dict[str, Any]:
         """What a Redis client of ``url`` needs beyond the URL: Sentinel's options, or none."""

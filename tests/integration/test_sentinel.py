@@ -25,11 +25,13 @@ from compute.coordinator import registry
 from compute.replication import NotReplicated
 from compute.settings import Settings
 from worker.local.coordinator_process import CoordinatorProcess
+from worker.local.redis_server import TlsFiles
 from worker.local.sentinel_group import MASTER, SentinelGroup
 from worker.local.worker_process import WorkerProcess, cli_command
 
 from .enrolled import TEST_COORDINATOR_ARGS
 from .gating import Owner, received
+from .test_tls import make_ca, make_server_cert, require_tls
 
 TASKS = 120
 
@@ -261,3 +263,51 @@ def test_a_volunteer_reaching_a_sentinel_can_find_the_primary_and_nothing_else(g
                      password=group.password, socket_timeout=5) as admin:
         assert admin.execute_command("SENTINEL", "CKQUORUM", MASTER).startswith(b"OK")
     assert group.primary_port() == group.primary.port
+
+
+def test_sentinel_over_tls_fails_over_and_refuses_an_untrusted_ca(tmp_path):
+    """Sentinels, primary and replica all TLS-only (replication and the sentinels' own links
+    too); every part verifies them against the CA in IDLE_ACCEL_SENTINEL_TLS_CA."""
+    ca, ca_cert, ca_key = make_ca(tmp_path, "sentinel-ca")
+    rogue, _, _ = make_ca(tmp_path, "rogue-ca")
+    cert, key = make_server_cert(tmp_path, ca_cert, ca_key)
+    tls = TlsFiles(cert=cert, key=key, ca=ca)
+    group = SentinelGroup(tmp_path / "sentinel", tls=tls)
+    require_tls(group.primary.binary)
+    group.start()
+    url = group.url()
+    env = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
+           "IDLE_ACCEL_SENTINEL_MASTER": MASTER, "IDLE_ACCEL_SENTINEL_TLS_CA": str(ca)}
+    settings = Settings.load(broker_url=url, result_backend=url, sentinel_master=MASTER,
+                             sentinel_tls_ca=str(ca))
+    app = create_app(settings)
+    worker = WorkerProcess("tls-a", env=env, log_path=tmp_path / "tls-a.log",
+                           args=["--mode", "dedicated", "--concurrency", "2"])
+    try:
+        worker.start()
+        worker.wait_ready(app, timeout=60)
+        results = [app.signature("compute.diag.burn", (0.1,)).delay() for _ in range(40)]
+        while sum(result.ready() for result in results) < 10:
+            time.sleep(0.05)
+        group.wait_replicated()
+        failover = group.kill_primary()
+        done = [result.get(timeout=180) for result in results]
+        fleet = subprocess.run([*cli_command(), "fleet", "status", "--json"], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, **env})
+        alive = worker.alive
+        # Every connection is TLS, checked against the CA: another CA, or none, gets nothing.
+        rogue_settings = Settings.load(broker_url=url, sentinel_master=MASTER,
+                                       sentinel_tls_ca=str(rogue))
+        for options in (rogue_settings.redis_options(url), {"master_name": MASTER}):
+            client = redis_clients.connect(url, options, timeout=3)
+            with pytest.raises(redis.exceptions.ConnectionError):
+                client.ping()
+            client.close()
+    finally:
+        worker.stop(timeout=20)
+        app.close()
+        group.stop()
+    print(f"\nsentinel over TLS: failover {failover:.1f} s; all 40 tasks done")
+    assert len(done) == 40 and alive
+    assert fleet.returncode == 0, fleet.stderr
+    assert worker.node in {w["node"] for w in json.loads(fleet.stdout)["workers"]}

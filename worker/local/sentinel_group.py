@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from worker.local.redis_server import RedisServer, find_binary, free_port
+from worker.local.redis_server import RedisServer, TlsFiles, find_binary, free_port
 
 MASTER = "idle-accel"
 
@@ -33,13 +33,19 @@ def sentinel_users(admin_password: str) -> str:
 
 
 class SentinelGroup:
-    def __init__(self, directory: Path) -> None:
+    """``tls``: every process speaks TLS only (data nodes, replication, sentinels), with
+    one certificate for 127.0.0.1 signed by the CA clients are given."""
+
+    def __init__(self, directory: Path, tls: TlsFiles | None = None) -> None:
         self.directory = directory
-        self.primary = RedisServer(directory / "primary", extra_config=[])
+        self.tls = tls
+        over_tls = ["tls-replication yes"] if tls else []
+        self.primary = RedisServer(directory / "primary", tls=tls, extra_config=over_tls)
         self.password = self.primary.password
         self.primary.extra_config.append(f"masterauth {self.password}")
-        self.replica = RedisServer(directory / "replica", password=self.password, extra_config=[
-            f"masterauth {self.password}", f"replicaof 127.0.0.1 {self.primary.port}"])
+        self.replica = RedisServer(directory / "replica", password=self.password, tls=tls,
+                                   extra_config=[*over_tls, f"masterauth {self.password}",
+                                                 f"replicaof 127.0.0.1 {self.primary.port}"])
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
 
@@ -53,7 +59,7 @@ class SentinelGroup:
             folder.mkdir(parents=True, exist_ok=True)
             config = folder / "sentinel.conf"
             config.write_text("\n".join([
-                "bind 127.0.0.1", f"port {port}", f'dir "{folder}"',
+                "bind 127.0.0.1", *self._listen(port), f'dir "{folder}"',
                 f'logfile "{folder / "sentinel.log"}"',
                 f"sentinel monitor {MASTER} 127.0.0.1 {self.primary.port} 2",
                 f"sentinel auth-pass {MASTER} {self.password}",
@@ -136,9 +142,23 @@ class SentinelGroup:
         with server.client() as client:
             return client.info("replication")
 
+    def _listen(self, port: int) -> list[str]:
+        if self.tls is None:
+            return [f"port {port}"]
+        return ["port 0", f"tls-port {port}", f'tls-cert-file "{self.tls.cert}"',
+                f'tls-key-file "{self.tls.key}"', f'tls-ca-cert-file "{self.tls.ca}"',
+                "tls-auth-clients no", "tls-replication yes"]
+
+    def client_tls(self) -> dict[str, str | bool]:
+        """redis-py's options for this group's sentinels and data nodes."""
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": str(self.tls.ca)}
+
     def _sentinel(self, port: int, *command: str):
         try:
-            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2) as client:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=2,
+                             **self.client_tls()) as client:
                 return client.execute_command(*command)
         except (redis.RedisError, OSError):
             return None
