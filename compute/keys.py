@@ -66,6 +66,9 @@ VERDICTS = f"{PREFIX}verdicts"
 
 #: Enrolled volunteers (hash: name -> JSON record: enrolled, state, reason).
 VOLUNTEERS = f"{PREFIX}volunteers"
+#: Every volunteer name of the fleet -> where it is enrolled (its Redis and region): names
+#: are fleet-wide (credit, status, Flower go by name), on the team's Redis.
+VOLUNTEER_NAMES = f"{PREFIX}volunteer-names"
 #: The active coordinator's lock (value: its token); standbys wait for it.
 COORDINATOR_LOCK = f"{PREFIX}coordinator:lock"
 #: Team messages the coordinator took from a queue and has not yet placed (crash-safe).

@@ -76,11 +76,42 @@ def _admin_error(exc: redis.RedisError, what: str) -> ConfigError:
                        "CELERY_BROKER_URL (ACL SETUSER and CLIENT KILL are admin commands)")
 
 
-def enroll(client: Any, admin_url: str, name: str, region: str | None = None) -> Enrollment:
+# KEYS: the fleet's names.  ARGV: name, where.  Claim a name, or say where it is taken.
+_CLAIM = """
+local found = redis.call('HGET', KEYS[1], ARGV[1])
+if found and found ~= ARGV[2] then return found end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return false
+"""
+
+
+def _where(admin_url: str, region: str | None) -> str:
+    """Where an enrollment lives: its Redis (no credentials) and region."""
+    split = urlsplit(redis_clients.parts(admin_url)[0])
+    host = split.netloc.rsplit("@", 1)[-1]
+    return json.dumps({"redis": f"{split.scheme}://{host}{split.path}", "region": region},
+                      sort_keys=True)
+
+
+def claim_name(names: Any, admin_url: str, name: str, region: str | None) -> None:
+    """Claim ``name`` for the whole fleet (on the team's Redis, ``names``): re-enrolling it
+    where it is enrolled is fine; anywhere else (another region or Redis) is refused."""
+    taken = names.eval(_CLAIM, 1, keys.VOLUNTEER_NAMES, name, _where(admin_url, region))
+    if taken:
+        where = json.loads(taken)
+        raise ConfigError(f"volunteer name {name!r} is already enrolled in region "
+                          f"{where.get('region') or '(none)'} on {where.get('redis')}: names "
+                          "are fleet-wide (credit and fleet status go by name); choose another")
+
+
+def enroll(client: Any, admin_url: str, name: str, region: str | None = None,
+           names: Any = None) -> Enrollment:
     """Create (or re-key) volunteer ``name``'s Redis user; its broker URL, with a new password.
 
     ``region``: the only region whose pinned work it may take (the coordinator
-    believes the enrollment, never the volunteer's own report).
+    believes the enrollment, never the volunteer's own report). ``names``: the
+    team's Redis, where the fleet's names are claimed (default: ``client``, the
+    team's own when no region has a Redis of its own).
     """
     namespace.check_name(name)
     if region is not None:
@@ -88,6 +119,7 @@ def enroll(client: Any, admin_url: str, name: str, region: str | None = None) ->
             q.check_region(region)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    claim_name(client if names is None else names, admin_url, name, region)
     password = secrets.token_urlsafe(24)
     digest = hashlib.sha256(password.encode()).hexdigest()
     try:

@@ -136,6 +136,21 @@ def test_pinned_work_runs_only_in_its_region_and_enrollment_is_regional(world: W
     with world.team.client() as team, world.eu.broker.client() as eu:
         assert registry.records(eu)["eu2"]["region"] == EU
         assert not team.hexists(keys.VOLUNTEERS, "eu2")
+        assert team.hexists(keys.VOLUNTEER_NAMES, "eu2")  # the name is the fleet's
+    # Names are fleet-wide (credit and status go by name): eu2 cannot be enrolled again in
+    # another region; again in its own it can (a new password).
+    us_file = world.base / "us-url"
+    us_file.write_text(world.us.broker.url(0))
+    for url, region, ok in ((us_file, US, False), (url_file, EU, True)):
+        again = subprocess.run(
+            [*cli_command(), "volunteer", "enroll", "eu2", "--region", region, "--json"],
+            env={**world.team_env(), "IDLE_ACCEL_REGION_REDIS_URL_FILE": str(url)},
+            capture_output=True, text=True, timeout=60)
+        assert (again.returncode == 0) == ok, again.stderr
+        if not ok:
+            assert "'eu2' is already enrolled in region eu-west" in again.stderr
+    with world.us.broker.client() as us, world.eu.broker.client() as eu:
+        assert "eu2" not in registry.records(us)
         registry.disable(eu, "eu2", "test over")
 
     # A volunteer on eu-west's Redis enrolled for us-east is refused by eu-west's coordinator,

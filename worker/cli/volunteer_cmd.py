@@ -90,8 +90,10 @@ def enroll(
     if url != settings.broker_url and region is None:
         raise ConfigError(f"{regions.URL_VARIABLE} is set: give --region (the region whose "
                           "coordinator serves that Redis)")
-    with _admin_client(settings) as client:
-        found = registry.enroll(client, url, name, region=region)
+    with _admin_client(settings) as client, redis_clients.connect(
+            settings.broker_url, settings.redis_options(settings.broker_url),
+            timeout=10) as team:
+        found = registry.enroll(client, url, name, region=region, names=team)
     if url_only:
         print(found.broker_url)
         return
