@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -34,6 +35,7 @@ from .gating import Owner, received
 from .test_tls import make_ca, make_server_cert, require_tls
 
 TASKS = 120
+DURING = 20  # tasks sent while the sentinels fail over
 
 
 @pytest.fixture
@@ -64,10 +66,24 @@ def test_a_killed_primary_fails_over_and_every_task_completes(group, tmp_path):
         group.wait_replicated()  # every task is on the replica before the primary dies
         while sum(result.ready() for result in results) < TASKS // 4:
             time.sleep(0.05)
-        failover = group.kill_primary()
-        killed_at = time.monotonic()
+        # A submitter keeps sending while the sentinels fail over: its sends ride through.
+        go, sent, refused = threading.Event(), [], []
 
-        done = [result.get(timeout=180) for result in results]
+        def submit() -> None:
+            go.wait(60)
+            for _ in range(DURING):
+                try:
+                    sent.append(app.signature("compute.diag.noop").delay())
+                except Exception as exc:  # counted and shown
+                    refused.append(repr(exc))
+                time.sleep(0.15)
+        submitter = threading.Thread(target=submit, daemon=True)
+        submitter.start()
+        failover = group.kill_primary(on_killed=go.set)
+        killed_at = time.monotonic()
+        submitter.join(120)
+
+        done = [result.get(timeout=180) for result in results + sent]
         recovered = time.monotonic() - killed_at
         fleet = subprocess.run([*cli_command(), "fleet", "status", "--json"], capture_output=True,
                                text=True, timeout=60, env={**os.environ, **env})
@@ -79,8 +95,10 @@ def test_a_killed_primary_fails_over_and_every_task_completes(group, tmp_path):
 
     twice = sum(received(workers, result.id) > 1 for result in results)
     print(f"\nsentinel: failover {failover:.1f} s after the kill; all {TASKS} tasks done "
-          f"{recovered:.1f} s after it; {twice} ran twice")
-    assert len(done) == TASKS and all(isinstance(value, dict) for value in done)
+          f"{recovered:.1f} s after it; {twice} ran twice; {len(sent)} of {DURING} sent "
+          f"during the failover went through and ran")
+    assert refused == [] and len(sent) == DURING
+    assert len(done) == TASKS + DURING and all(isinstance(value, dict) for value in done)
     assert group.primary_port() == group.replica.port
     assert fleet.returncode == 0, fleet.stderr
     nodes = {worker["node"] for worker in json.loads(fleet.stdout)["workers"]}

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -110,12 +111,14 @@ class SentinelGroup:
             os.kill(self.replica._process.pid, signal.SIGCONT)
             self._held = False
 
-    def kill_primary(self) -> float:
+    def kill_primary(self, on_killed: Callable[[], None] | None = None) -> float:
         """SIGKILL the primary (and let a held replica go on); seconds until the sentinels
-        name the replica instead."""
+        name the replica instead. ``on_killed`` is called once the primary is dead."""
         assert self.primary._process is not None
         os.kill(self.primary._process.pid, signal.SIGKILL)
         self.primary._process.wait()
+        if on_killed is not None:
+            on_killed()
         self.release_replica()
         started = time.monotonic()
         self._wait(lambda: self.primary_port() == self.replica.port, "the failover", 60)
