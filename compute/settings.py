@@ -290,10 +290,10 @@ class Settings(BaseSettings):
         url_file = data.get("broker_url_file") or data.get("CELERY_BROKER_URL_FILE")
         if url_file:
             data.pop("CELERY_BROKER_URL", None)
-            data["broker_url"] = _read_secret(url_file, "CELERY_BROKER_URL_FILE")
+            data["broker_url"] = read_secret(url_file, "CELERY_BROKER_URL_FILE")
         password_file = data.get("broker_password_file")
         if password_file:
-            password = _read_secret(password_file, "IDLE_ACCEL_BROKER_PASSWORD_FILE")
+            password = read_secret(password_file, "IDLE_ACCEL_BROKER_PASSWORD_FILE")
             for key in ("broker_url", "CELERY_BROKER_URL", "result_backend",
                         "CELERY_RESULT_BACKEND"):
                 if isinstance(data.get(key), str):
@@ -433,7 +433,9 @@ class Settings(BaseSettings):
         return rows
 
 
-def _read_secret(path: str, variable: str) -> str:
+def read_secret(path: str, variable: str) -> str:
+    """The text of a secret's file (``variable`` names it in errors); ValueError if unreadable
+    or empty."""
     try:
         text = Path(path).read_text().strip()
     except OSError as exc:

@@ -33,6 +33,7 @@ from typing import Any
 from compute import keys, redis_clients
 from compute import queues as q
 from compute.errors import ConfigError
+from compute.settings import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +105,9 @@ def regional_url(environ: Any = None) -> str | None:
     path = env.get(URL_FILE_VARIABLE)
     if path:
         try:
-            with open(path) as handle:
-                text = handle.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"{URL_FILE_VARIABLE}: cannot read {path} ({exc.strerror})"
-                              ) from None
-        if not text:
-            raise ConfigError(f"{URL_FILE_VARIABLE}: {path} is empty")
-        return text
+            return read_secret(path, URL_FILE_VARIABLE)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return env.get(URL_VARIABLE) or None
 
 

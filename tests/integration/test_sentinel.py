@@ -106,35 +106,43 @@ def test_a_killed_primary_fails_over_and_every_task_completes(group, tmp_path):
     assert alive == [True, True]  # both rode through the failover
 
 
+def _coordinated_volunteers(url: str, admin, tmp_path, names: tuple[str, ...],
+                            started: list) -> list[WorkerProcess]:
+    """A coordinator on the Sentinel URL, and ``names`` enrolled there, each a worker of 2
+    processes whose owner is away; all in ``started``. The workers, once taking work."""
+    team = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
+            "IDLE_ACCEL_SENTINEL_MASTER": MASTER}
+    coordinator = CoordinatorProcess(env=team, args=list(TEST_COORDINATOR_ARGS),
+                                     log_path=tmp_path / "coordinator.log")
+    started.append(coordinator)
+    coordinator.start()
+    coordinator.wait_active(admin)
+    volunteers = []
+    for name in names:
+        enrolled = registry.enroll(admin, url, name)
+        owner = Owner.away(tmp_path / f"{name}.owner")
+        worker = WorkerProcess(f"{name}@h", log_path=tmp_path / f"{name}.log",
+                               env={"CELERY_BROKER_URL": enrolled.broker_url,
+                                    "IDLE_ACCEL_SENTINEL_MASTER": MASTER},
+                               args=["--sensor", owner.flag, "--sensor-max-age", "0",
+                                     "--idle-after", "0", "--concurrency", "2"])
+        started.append(worker)
+        volunteers.append(worker)
+        worker.start()
+    for worker in volunteers:
+        worker.wait_reported(admin, worker.node, consuming=True)
+    return volunteers
+
+
 def test_enrolled_volunteers_and_the_coordinator_ride_through_a_failover(group, tmp_path):
     """Redis does not replicate ACL users: the coordinator re-creates the volunteers' users on
     the promoted replica from their records (which it does replicate), and they log in again."""
     url = group.url()
-    team = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
-            "IDLE_ACCEL_SENTINEL_MASTER": MASTER}
     app = create_app(Settings.load(broker_url=url, result_backend=url, sentinel_master=MASTER))
     admin = redis_clients.connect(url, {"master_name": MASTER})
     started = []
     try:
-        coordinator = CoordinatorProcess(env=team, args=list(TEST_COORDINATOR_ARGS),
-                                         log_path=tmp_path / "coordinator.log")
-        started.append(coordinator)
-        coordinator.start()
-        coordinator.wait_active(admin)
-        volunteers = []
-        for name in ("alice", "bob"):
-            enrolled = registry.enroll(admin, url, name)
-            owner = Owner.away(tmp_path / f"{name}.owner")
-            worker = WorkerProcess(f"{name}@h", log_path=tmp_path / f"{name}.log",
-                                   env={"CELERY_BROKER_URL": enrolled.broker_url,
-                                        "IDLE_ACCEL_SENTINEL_MASTER": MASTER},
-                                   args=["--sensor", owner.flag, "--sensor-max-age", "0",
-                                         "--idle-after", "0", "--concurrency", "2"])
-            started.append(worker)
-            volunteers.append(worker)
-            worker.start()
-        for worker in volunteers:
-            worker.wait_reported(admin, worker.node, consuming=True)
+        volunteers = _coordinated_volunteers(url, admin, tmp_path, ("alice", "bob"), started)
 
         results = [app.signature("compute.diag.burn", (0.15,)).delay() for _ in range(60)]
         group.wait_replicated()
@@ -169,31 +177,11 @@ def test_writes_the_replica_never_got_are_caught_by_the_coordinator(group, tmp_p
     assignments, the volunteers' copies, their results and acknowledgements, the team's
     results. Every task still completes; those whose results were lost run again."""
     url = group.url()
-    team = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": url,
-            "IDLE_ACCEL_SENTINEL_MASTER": MASTER}
     app = create_app(Settings.load(broker_url=url, result_backend=url, sentinel_master=MASTER))
     admin = redis_clients.connect(url, {"master_name": MASTER})
     started = []
     try:
-        coordinator = CoordinatorProcess(env=team, args=list(TEST_COORDINATOR_ARGS),
-                                         log_path=tmp_path / "coordinator.log")
-        started.append(coordinator)
-        coordinator.start()
-        coordinator.wait_active(admin)
-        volunteers = []
-        for name in ("carol", "dave"):
-            enrolled = registry.enroll(admin, url, name)
-            owner = Owner.away(tmp_path / f"{name}.owner")
-            worker = WorkerProcess(f"{name}@h", log_path=tmp_path / f"{name}.log",
-                                   env={"CELERY_BROKER_URL": enrolled.broker_url,
-                                        "IDLE_ACCEL_SENTINEL_MASTER": MASTER},
-                                   args=["--sensor", owner.flag, "--sensor-max-age", "0",
-                                         "--idle-after", "0", "--concurrency", "2"])
-            started.append(worker)
-            volunteers.append(worker)
-            worker.start()
-        for worker in volunteers:
-            worker.wait_reported(admin, worker.node, consuming=True)
+        volunteers = _coordinated_volunteers(url, admin, tmp_path, ("carol", "dave"), started)
 
         results = [app.signature("compute.diag.burn", (0.1,)).delay() for _ in range(60)]
         while sum(result.ready() for result in results) < 10:

@@ -19,13 +19,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from worker.local.redis_server import free_port
 
 USER = "idle-accel"
 #: Debian's scripts proper: /usr/sbin's wrappers switch to the rabbitmq user and its HOME
@@ -41,12 +42,6 @@ def _program(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} is not installed (Debian package rabbitmq-server)")
     return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -71,7 +66,7 @@ class RabbitCluster:
         self.password = uuid.uuid4().hex
         self.cookie = uuid.uuid4().hex.upper()
         tag = uuid.uuid4().hex[:6]
-        self.nodes = [Node(f"ia{tag}{i}@localhost", _free_port(), _free_port(),
+        self.nodes = [Node(f"ia{tag}{i}@localhost", free_port(), free_port(),
                            self.tmp / f"node{i}") for i in range(size)]
 
     # -- the URL clients use: every node, in order (kombu fails over through them) -------
