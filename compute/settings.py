@@ -95,6 +95,22 @@ class Settings(BaseSettings):
         description="Redis Sentinel: the sentinels' own password, when they have one "
                     "(the data nodes' login is in the URL).",
     )
+    region_redis_url: str | None = Field(
+        None,
+        description="Regions on separate brokers (`idle-accel coordinator --region`, "
+                    "`volunteer enroll --region`): the region's own Redis, as an admin user "
+                    "(redis://, rediss:// or sentinel://).",
+    )
+    region_redis_url_file: str | None = Field(
+        None,
+        description="File holding the region's Redis URL (a container secret); wins over "
+                    "IDLE_ACCEL_REGION_REDIS_URL.",
+    )
+    region_sentinel_master: str | None = Field(
+        None,
+        description="The master's name of a sentinel:// regional URL (default: "
+                    "IDLE_ACCEL_SENTINEL_MASTER's).",
+    )
     sentinel_tls_ca: str | None = Field(
         None,
         description="Redis Sentinel over TLS: the CA file that signed the sentinels' and the "
@@ -422,7 +438,7 @@ class Settings(BaseSettings):
         rows = []
         for key, field in type(self).model_fields.items():
             value = getattr(self, key)
-            if key in ("broker_url", "result_backend"):
+            if key in ("broker_url", "result_backend", "region_redis_url") and value:
                 value = redact(value)
             elif key == "sentinel_password" and value:
                 value = "**"

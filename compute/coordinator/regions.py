@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -99,26 +98,24 @@ def unpack(value: bytes) -> tuple[str, bytes]:
     return source.decode(), raw
 
 
-def regional_url(environ: Any = None) -> str | None:
-    """The regional Redis URL from the environment (the ``_FILE`` variant wins), or None."""
-    env = os.environ if environ is None else environ
-    path = env.get(URL_FILE_VARIABLE)
+def regional_url(settings: Any) -> str | None:
+    """The regional Redis URL from the settings (the ``_FILE`` variant wins), or None."""
+    path = settings.region_redis_url_file
     if path:
         try:
             return read_secret(path, URL_FILE_VARIABLE)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    return env.get(URL_VARIABLE) or None
+    return settings.region_redis_url or None
 
 
-def connect_regional(settings: Any, url: str, environ: Any = None) -> Any:
+def connect_regional(settings: Any, url: str) -> Any:
     """A client of the regional Redis (``sentinel://`` too: its own master name, if given)."""
-    env = os.environ if environ is None else environ
     if redis_clients.scheme(url) not in redis_clients.REDIS_SCHEMES:
         raise ConfigError(f"{URL_VARIABLE} must be a redis://, rediss:// or sentinel:// URL")
     options = dict(settings.redis_options(url))
-    if options and env.get(SENTINEL_MASTER_VARIABLE):
-        options["master_name"] = env[SENTINEL_MASTER_VARIABLE]
+    if options and settings.region_sentinel_master:
+        options["master_name"] = settings.region_sentinel_master
     return redis_clients.connect(url, options, timeout=10)
 
 

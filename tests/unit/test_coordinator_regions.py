@@ -7,6 +7,7 @@ import pytest
 from compute import keys
 from compute.coordinator import ledger, regions
 from compute.errors import ConfigError
+from compute.settings import Settings
 
 
 def test_an_out_record_is_keyed_by_the_sha1_redis_computes_and_holds_its_list():
@@ -19,20 +20,25 @@ def test_an_out_record_is_keyed_by_the_sha1_redis_computes_and_holds_its_list():
         regions.unpack(b"no separator")
 
 
-def test_the_regional_url_comes_from_the_environment_and_its_file_wins(tmp_path):
-    assert regions.regional_url({}) is None
-    assert regions.regional_url({regions.URL_VARIABLE: "redis://r:6379/0"}) == \
-        "redis://r:6379/0"
+def test_the_regional_url_comes_from_the_settings_and_its_file_wins(tmp_path, monkeypatch):
+    def url(**given):
+        return regions.regional_url(Settings.load(broker_url="redis://team/0", **given))
+
+    assert url() is None
+    assert url(region_redis_url="redis://r:6379/0") == "redis://r:6379/0"
     secret = tmp_path / "url"
     secret.write_text("redis://:pw@regional:6379/0\n")
-    assert regions.regional_url({regions.URL_VARIABLE: "redis://other/0",
-                                 regions.URL_FILE_VARIABLE: str(secret)}) == \
-        "redis://:pw@regional:6379/0"
+    monkeypatch.setenv(regions.URL_VARIABLE, "redis://other/0")  # the variables' names
+    monkeypatch.setenv(regions.URL_FILE_VARIABLE, str(secret))
+    assert url() == "redis://:pw@regional:6379/0"
     secret.write_text("  \n")
     with pytest.raises(ConfigError, match="is empty"):
-        regions.regional_url({regions.URL_FILE_VARIABLE: str(secret)})
+        url()
     with pytest.raises(ConfigError, match="cannot read"):
-        regions.regional_url({regions.URL_FILE_VARIABLE: str(tmp_path / "missing")})
+        url(region_redis_url_file=str(tmp_path / "missing"))
+    described = dict((row[0], row[2]) for row in Settings.load(
+        broker_url="redis://team/0", region_redis_url="redis://:secret@r/0").describe())
+    assert "secret" not in described["region_redis_url"]
 
 
 def test_region_names_are_checked_and_keys_are_per_region():

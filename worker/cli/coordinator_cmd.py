@@ -74,7 +74,7 @@ def coordinator(**given: Any) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     regional = None
-    url = regions.regional_url()
+    url = regions.regional_url(settings)
     if config.region:
         regions.check_region(config.region)
         if not url:

@@ -62,7 +62,7 @@ def status(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
 def _admin_client(settings: Settings) -> redis.Redis:
     """The Redis that holds the volunteers: a region's own (IDLE_ACCEL_REGION_REDIS_URL),
     else the team's (CELERY_BROKER_URL)."""
-    url = regions.regional_url()
+    url = regions.regional_url(settings)
     if url:
         return regions.connect_regional(settings, url)
     return redis_clients.connect(settings.broker_url, settings.redis_options(settings.broker_url),
@@ -86,7 +86,7 @@ def enroll(
     URL printed is of that Redis: give --region, the region its coordinator serves.
     """
     settings = Settings.load()
-    url = regions.regional_url() or settings.broker_url
+    url = regions.regional_url(settings) or settings.broker_url
     if url != settings.broker_url and region is None:
         raise ConfigError(f"{regions.URL_VARIABLE} is set: give --region (the region whose "
                           "coordinator serves that Redis)")
