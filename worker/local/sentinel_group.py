@@ -55,7 +55,18 @@ class SentinelGroup:
         self.replica.start()
         self._wait(lambda: self._info(self.replica).get("master_link_status") == "up",
                    "the replica in sync")
-        for port in self.sentinel_ports:
+        for index in range(len(self.sentinel_ports)):
+            self._start_sentinel(index)
+        for port in self.sentinel_ports:  # each knows the replica and the other two sentinels
+            self._wait(lambda port=port: self._sees_group(port),
+                       f"sentinel {port} to see the group", 60, self._diagnosis)
+        return self
+
+    def _start_sentinel(self, index: int, tries: int = 5) -> None:
+        """Start sentinel ``index``; if it dies before answering (its port, free when it was
+        chosen, was taken meanwhile by another process), again on a new port."""
+        for _ in range(tries):
+            port = self.sentinel_ports[index]
             folder = self.directory / f"sentinel-{port}"
             folder.mkdir(parents=True, exist_ok=True)
             config = folder / "sentinel.conf"
@@ -69,15 +80,44 @@ class SentinelGroup:
                 sentinel_users(self.password),
             ]) + "\n")
             config.chmod(0o600)
-            self.sentinels.append(subprocess.Popen([find_binary(), str(config), "--sentinel"],
-                                                   stdout=subprocess.DEVNULL,
-                                                   stderr=subprocess.DEVNULL))
-        for port in self.sentinel_ports:  # each knows the replica and the other two sentinels
-            self._wait(lambda port=port: self._sentinel(port, "SENTINEL", "SENTINELS", MASTER)
-                       and len(self._sentinel(port, "SENTINEL", "SENTINELS", MASTER)) == 2
-                       and len(self._sentinel(port, "SENTINEL", "REPLICAS", MASTER)) == 1,
-                       f"sentinel {port} to see the group")
-        return self
+            process = subprocess.Popen([find_binary(), str(config), "--sentinel"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and process.poll() is None:
+                if self._sentinel(port, "PING"):
+                    if index < len(self.sentinels):
+                        self.sentinels[index] = process
+                    else:
+                        self.sentinels.append(process)
+                    return
+                time.sleep(0.05)
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            self.sentinel_ports[index] = free_port()
+        raise TimeoutError(f"no sentinel would start; last log:\n{self._log_tail(port)}")
+
+    def _sees_group(self, port: int) -> bool:
+        sentinels = self._sentinel(port, "SENTINEL", "SENTINELS", MASTER)
+        replicas = self._sentinel(port, "SENTINEL", "REPLICAS", MASTER)
+        return (sentinels is not None and len(sentinels) == len(self.sentinel_ports) - 1
+                and replicas is not None and len(replicas) == 1)
+
+    def _log_tail(self, port: int, lines: int = 15) -> str:
+        log = self.directory / f"sentinel-{port}" / "sentinel.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) \
+            if log.exists() else "(no log)"
+
+    def _diagnosis(self) -> str:
+        """What each sentinel sees and says, for a group that did not form."""
+        report = []
+        for port, process in zip(self.sentinel_ports, self.sentinels, strict=False):
+            sentinels = self._sentinel(port, "SENTINEL", "SENTINELS", MASTER)
+            replicas = self._sentinel(port, "SENTINEL", "REPLICAS", MASTER)
+            report.append(f"sentinel {port} (exit {process.poll()}): "
+                          f"{len(sentinels or [])} other sentinels, "
+                          f"{len(replicas or [])} replicas\n{self._log_tail(port)}")
+        return "\n".join(report)
 
     def url(self, db: int = 0) -> str:
         """kombu's Sentinel URL: the data nodes' password in the first part."""
@@ -167,7 +207,8 @@ class SentinelGroup:
             return None
 
     @staticmethod
-    def _wait(predicate, what: str, timeout: float = 30.0) -> None:
+    def _wait(predicate, what: str, timeout: float = 30.0,
+              diagnosis: Callable[[], str] | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -176,4 +217,5 @@ class SentinelGroup:
             except (redis.RedisError, OSError, TypeError, ValueError):
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"no {what} after {timeout} s")
+        detail = f"\n{diagnosis()}" if diagnosis is not None else ""
+        raise TimeoutError(f"no {what} after {timeout} s{detail}")
