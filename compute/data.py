@@ -1,50 +1,51 @@
-"""Data processing: chunked map/reduce over CSV and Parquet with pyarrow, equal to pandas.
+"""Data processing in SQL: one SELECT over Parquet or CSV, split across volunteers, run by DuckDB.
 
-A job reads one file (a path or an fsspec URL), splits it into chunks (Parquet
-row groups, or CSV byte ranges cut at line ends), and each chunk becomes one
-small task on whichever volunteer is idle: map (optional registered
-function), filter, then partial group-by aggregates. One assemble task merges
-the partials and writes the result (CSV, Parquet or JSON by extension).
-Only references and partial aggregates travel through Redis.
+``idle-accel submit sql "SELECT country, sum(amount) AS total FROM 'sales/*.parquet'
+GROUP BY country" --output totals.parquet`` (or :func:`compute.plans.sql`) checks
+and splits the query on the submitter (``compute.sql_plan``), then sends one
+``compute.data.sql_part`` per slice of the input (Parquet row groups, CSV byte
+ranges) and one ``compute.data.sql_merge`` that combines the parts' partial
+results and writes the answer (Parquet, JSON, or CSV by the output's name).
 
-Spec (JSON)::
+Each part runs DuckDB with the worker's share of cores and memory, locked to
+the files it names (``compute.duck``). A part's result travels inline (Arrow,
+base64) when small, else as a Parquet file beside the output
+(``OUTPUT.parts/<job>/``), which the merge deletes once the answer is written.
 
-    {"filter": [["amount", ">", 10], ["country", "in", ["fr", "de"]]],
-     "group_by": ["country"],
-     "aggregate": {"total": ["amount", "sum"], "n": ["*", "count"],
-                   "avg": ["amount", "mean"]},
-     "map": "team.add_vat"}          # optional, see register_map
-
-Aggregations: sum, count (non-null values; ``*`` counts rows), min, max,
-mean. CSV chunks are cut at newlines, so a quoted field must not span lines.
+The JSON spec of earlier versions (``submit aggregate``) is translated to SQL
+by :func:`spec_to_sql`; its ``map`` (a registered Arrow function) runs on each
+part's rows before the query.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
+import re
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from compute import validate
+from compute import duck, sql_inputs, validate
 from compute.errors import InvalidArgument
 from compute.sdk import compute_task
+from compute.sql_rewrite import PARTIALS, SCAN
 
-AGGREGATIONS = ("sum", "count", "min", "max", "mean")
-OPERATORS = {"==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
-             ">": pc.greater, ">=": pc.greater_equal}
-DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
-#: Largest byte offset or row group number a chunk may name.
+AGGREGATIONS = {"sum": "sum", "count": "count", "min": "min", "max": "max", "mean": "avg"}
+OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
+MAX_PIECES = 10_000
+MAX_SQL = 100_000
+#: Largest byte offset, row or row group number a piece may name.
 MAX_OFFSET = 2**53
-#: Errors Arrow raises on data it cannot read, convert or compute (bad input, not a bug here).
-_ARROW_ERRORS = (pa.ArrowException, OverflowError)
+_PART_FILE = re.compile(r"part-\d{5}\.parquet")
 
 _MAPS: dict[str, Callable[[pa.Table], pa.Table]] = {}
 
@@ -61,67 +62,14 @@ def register_map(name: str) -> Callable[[Callable[[pa.Table], pa.Table]], Any]:
     return add
 
 
-# ---- planning (on the submitter) ----------------------------------------------------
-
-def file_format(source: str) -> str:
-    lowered = source.lower().split("?")[0]
-    if lowered.endswith((".parquet", ".pq")):
-        return "parquet"
-    if lowered.endswith((".csv", ".csv.txt", ".tsv")):
-        return "csv"
-    raise InvalidArgument(f"data: cannot tell the format of {source!r}: "
-                          "name it .csv or .parquet")
-
-
-def _open(source: str, task: str) -> Any:
-    try:
-        return fsspec.open(source, "rb").open()
-    except FileNotFoundError:
-        raise InvalidArgument(f"{task}: argument 'source': {source!r} does not exist") from None
-    except (OSError, ValueError, ImportError) as exc:  # ImportError: a protocol's package
-        raise InvalidArgument(f"{task}: argument 'source': cannot open {source!r}: "
-                              f"{exc}") from None
-
-
-def csv_schema(source: str) -> dict[str, str]:
-    """Column name -> Arrow type of a CSV, inferred once from its first block."""
-    with _open(source, "data") as handle:
-        head = handle.read(1024 * 1024)
-    if not head.strip():
-        raise InvalidArgument(f"data: {source!r} is empty")
-    if len(head) == 1024 * 1024:
-        head = head[: head.rfind(b"\n") + 1]
-    try:
-        table = pacsv.read_csv(io.BytesIO(head), convert_options=pacsv.ConvertOptions(
-            strings_can_be_null=True))
-    except pa.ArrowInvalid as exc:
-        raise InvalidArgument(f"data: {source!r} is not readable CSV: {exc}") from None
-    return {field.name: str(field.type) for field in table.schema}
-
-
-def plan(source: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[dict[str, Any]]:
-    """The chunks of ``source``: one per Parquet row group, or CSV byte ranges."""
-    kind = file_format(source)
-    if kind == "parquet":
-        with _open(source, "data") as handle:
-            try:
-                groups = pq.ParquetFile(handle).metadata.num_row_groups
-            except pa.ArrowInvalid as exc:
-                raise InvalidArgument(f"data: {source!r} is not Parquet: {exc}") from None
-        return [{"row_group": index} for index in range(groups)]
-    fs, path = fsspec.core.url_to_fs(source)
-    size = int(fs.size(path))
-    return [{"start": start, "end": min(size, start + chunk_bytes)}
-            for start in range(0, size, chunk_bytes)]
-
+# ---- the JSON spec of earlier versions, as SQL --------------------------------------
 
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float)  # bool is an int
 
 
-def check_spec(spec: Any, columns: list[str] | None = None, task: str = "data"
-               ) -> dict[str, Any]:
-    """``spec`` if it is well formed (and names only ``columns``), else InvalidArgument."""
+def check_spec(spec: Any, task: str = "data") -> dict[str, Any]:
+    """``spec`` if it is a well-formed JSON spec, else InvalidArgument (one line)."""
     where = f"{task}: argument 'spec'"
     if not isinstance(spec, dict):
         raise InvalidArgument(f"{where} must be a JSON object; got {validate.shown(spec)}")
@@ -130,18 +78,17 @@ def check_spec(spec: Any, columns: list[str] | None = None, task: str = "data"
         raise InvalidArgument(f"{where} has unknown keys {sorted(unknown)}; allowed: "
                               "filter, group_by, aggregate, map")
     aggregate = spec.get("aggregate")
+    names = ", ".join(AGGREGATIONS)
     if not isinstance(aggregate, dict) or not aggregate:
         raise InvalidArgument(f"{where}: 'aggregate' must map output names to "
-                              f"[column, one of {', '.join(AGGREGATIONS)}]")
-    named = []
+                              f"[column, one of {names}]")
     for out, rule in aggregate.items():
         if (not isinstance(rule, list) or len(rule) != 2 or rule[1] not in AGGREGATIONS
                 or not isinstance(rule[0], str)):
             raise InvalidArgument(f"{where}: aggregate {out!r} must be [column, one of "
-                                  f"{', '.join(AGGREGATIONS)}]; got {validate.shown(rule)}")
+                                  f"{names}]; got {validate.shown(rule)}")
         if rule[0] == "*" and rule[1] != "count":
             raise InvalidArgument(f"{where}: aggregate {out!r}: '*' only counts rows")
-        named.append(rule[0])
     group_by = spec.get("group_by", [])
     if not isinstance(group_by, list) or not all(isinstance(c, str) for c in group_by):
         raise InvalidArgument(f"{where}: 'group_by' must be a list of column names")
@@ -163,264 +110,239 @@ def check_spec(spec: Any, columns: list[str] | None = None, task: str = "data"
         if rule[1] != "in" and not _scalar(value):
             raise InvalidArgument(f"{where}: filter {validate.shown(rule)}: compare with one "
                                   "value (text, a number, true/false or null)")
-        named.append(rule[0])
+        numbers = value if isinstance(value, list) else [value]
+        if any((isinstance(v, float) and not math.isfinite(v))
+               or (isinstance(v, int) and abs(v) >= 2**63) for v in numbers):
+            raise InvalidArgument(f"{where}: filter {validate.shown(rule)}: numbers must be "
+                                  "finite and fit 64 bits")
     if "map" in spec and not isinstance(spec["map"], str):
         raise InvalidArgument(f"{where}: 'map' must be the name of a registered function")
-    if columns is not None and "map" not in spec:
-        missing = sorted({c for c in [*named, *group_by] if c != "*"} - set(columns))
-        if missing:
-            raise InvalidArgument(f"{where} names columns {missing} that the input does not "
-                                  f"have; it has {columns}")
     return spec
 
 
-def check_chunk(task: str, chunk: Any) -> dict[str, int]:
-    """``{"row_group": N}`` or ``{"start": A, "end": B}`` (whole numbers, A <= B): see ``plan``."""
-    keys = set(chunk) if isinstance(chunk, dict) else set()
-    ok = keys in ({"row_group"}, {"start", "end"}) and all(
-        validate.is_a(value, int) and 0 <= value <= MAX_OFFSET for value in chunk.values())
-    if not ok or (keys == {"start", "end"} and chunk["start"] > chunk["end"]):
-        raise InvalidArgument(f"{task}: argument 'chunk' must be {{\"row_group\": N}} or "
-                              f"{{\"start\": A, \"end\": B}} with whole numbers "
-                              f"0 <= A <= B <= {MAX_OFFSET}; got {validate.shown(chunk)}")
-    return chunk
+def _literal(value: Any) -> str:
+    from sqlglot import exp
+
+    return exp.convert(value).sql(dialect="duckdb")
 
 
-def check_schema(task: str, schema: Any) -> dict[str, str] | None:
-    """None, or column name -> Arrow type name (as ``csv_schema`` makes)."""
-    if schema is not None and not (isinstance(schema, dict) and all(
-            isinstance(v, str) for v in schema.values())):
-        raise InvalidArgument(f"{task}: argument 'schema' must be null or an object of column "
-                              f"name -> Arrow type name; got {validate.shown(schema)}")
-    return schema
+def _name(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
 
 
-# ---- map (on a volunteer) ---------------------------------------------------------
-
-def _read_chunk(source: str, chunk: dict[str, Any], schema: dict[str, str] | None,
-                task: str) -> pa.Table | None:
-    if "row_group" in chunk:
-        index = chunk["row_group"]
-        with _open(source, task) as handle:
-            try:
-                parquet = pq.ParquetFile(handle)
-                if index >= parquet.num_row_groups:
-                    raise InvalidArgument(f"{task}: argument 'chunk': row group {index} does not "
-                                          f"exist; {source!r} has {parquet.num_row_groups}")
-                return parquet.read_row_group(index)
-            except _ARROW_ERRORS as exc:
-                raise InvalidArgument(f"{task}: argument 'source': {source!r} is not readable "
-                                      f"Parquet: {exc}") from None
-    start, end = chunk["start"], chunk["end"]
-    with _open(source, task) as handle:
-        header = handle.readline()
-        if start > 0:
-            handle.seek(start - 1)
-            handle.readline()  # finish the line the previous chunk owns
+def spec_to_sql(source: str, spec: dict[str, Any]) -> str:
+    """The SQL that answers a JSON spec over ``source`` (groups sorted, nulls last)."""
+    spec = check_spec(spec)
+    group_by = spec.get("group_by", [])
+    items = [_name(column) for column in group_by]
+    for out, (column, how) in spec["aggregate"].items():
+        argument = "*" if column == "*" else _name(column)
+        items.append(f"{AGGREGATIONS[how]}({argument}) AS {_name(out)}")
+    tests = []
+    for column, op, value in spec.get("filter", []):
+        if op == "in":
+            listed = ", ".join(_literal(v) for v in value)
+            tests.append(f"{_name(column)} IN ({listed})" if value else "false")
         else:
-            handle.seek(len(header))
-        lines = []
-        while handle.tell() < end:
-            line = handle.readline()
-            if not line:
-                break
-            lines.append(line)
-    body = b"".join(lines)
-    if not body.strip():
-        return None  # the range holds no line of its own (the end of a file, say)
-    try:
-        names = [name.strip().strip('"')
-                 for name in header.decode().rstrip("\r\n").split(",")]
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{task}: argument 'source': the first line of {source!r} is not "
-                              "UTF-8 CSV column names") from None
-    types = {}
-    for name, alias in (schema or {}).items():
-        try:
-            types[name] = pa.type_for_alias(alias)
-        except (ValueError, KeyError):
-            continue  # an exotic type: let this chunk infer it
-    try:
-        return pacsv.read_csv(io.BytesIO(body),
-                              read_options=pacsv.ReadOptions(column_names=names),
-                              convert_options=pacsv.ConvertOptions(
-                                  column_types=types, strings_can_be_null=True))
-    except _ARROW_ERRORS as exc:
-        raise InvalidArgument(f"{task}: argument 'source': bytes {start}-{end} of {source!r} "
-                              f"are not valid CSV for its columns: {exc}") from None
+            tests.append(f"{_name(column)} {'=' if op == '==' else op} {_literal(value)}")
+    query = f"SELECT {', '.join(items)} FROM {_literal(source)}"
+    if tests:
+        query += " WHERE " + " AND ".join(tests)
+    if group_by:
+        keys = ", ".join(_name(c) for c in group_by)
+        query += f" GROUP BY {keys} ORDER BY " + ", ".join(
+            f"{_name(c)} ASC NULLS LAST" for c in group_by)
+    return query
 
 
-def _filtered(table: pa.Table, filters: list[list[Any]], task: str) -> pa.Table:
-    for column, op, value in filters:
-        if column not in table.column_names:
-            raise InvalidArgument(f"{task}: argument 'spec': filter column {column!r} does not "
-                                  f"exist; columns: {table.column_names}")
+# ---- the arguments a part or the merge accepts ---------------------------------------
+
+def check_query(task: str, query: Any) -> dict[str, Any]:
+    """A part's query: ``{"sql", "format", "dialect", "small_files", "inline_limit"}``
+    (and ``"map"``), as ``compute.plans.sql`` makes it."""
+    where = f"{task}: argument 'query'"
+    query = validate.records(task, "query", [query], {
+        "sql": str, "format": str, "dialect": (dict, type(None)), "small_files": list,
+        "inline_limit": int})[0]
+    if not 0 < len(query["sql"]) <= MAX_SQL:
+        raise InvalidArgument(f"{where}: 'sql' must be 1 to {MAX_SQL} characters")
+    if query["format"] not in ("parquet", "csv") or (query["format"] == "csv") != bool(
+            query["dialect"]):
+        raise InvalidArgument(f"{where}: 'format' must be parquet (no dialect) or csv (with "
+                              f"its dialect); got {validate.shown(query['format'])}")
+    if query["dialect"] is not None:
+        dialect = query["dialect"]
+        if not (isinstance(dialect.get("columns"), dict) and dialect["columns"] and all(
+                isinstance(k, str) and isinstance(v, str)
+                for k, v in dialect["columns"].items())
+                and isinstance(dialect.get("header"), bool)
+                and all(isinstance(dialect.get(k), str | type(None)) for k in (
+                    "delim", "quote", "escape", "comment", "dateformat", "timestampformat"))):
+            raise InvalidArgument(f"{where}: 'dialect' must hold 'columns' (name -> type), "
+                                  f"'header' and the CSV options as text")
+    for path in query["small_files"]:
+        validate.path(task, "query.small_files", path, local=True)
+    if not 0 <= query["inline_limit"] <= 1 << 20:
+        raise InvalidArgument(f"{where}: 'inline_limit' must be 0 to {1 << 20} bytes")
+    if "map" in query and not isinstance(query["map"], str):
+        raise InvalidArgument(f"{where}: 'map' must be the name of a registered function")
+    return query
+
+
+def _span(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(validate.is_a(v, int) and 0 <= v <= MAX_OFFSET for v in value)
+            and value[0] <= value[1])
+
+
+def check_pieces(task: str, pieces: Any, fmt: str) -> list[dict[str, Any]]:
+    """A part's slices: ``{"path", "groups", "rows"}`` (Parquet) or ``{"path", "bytes"}``."""
+    keys = {"path", "groups", "rows"} if fmt == "parquet" else {"path", "bytes"}
+    shape = ("{\"path\", \"groups\": [a, b], \"rows\": [a, b]}" if fmt == "parquet"
+             else "{\"path\", \"bytes\": [a, b]}")
+    if not (isinstance(pieces, list) and 0 < len(pieces) <= MAX_PIECES):
+        raise InvalidArgument(f"{task}: argument 'pieces' must be a list of 1 to {MAX_PIECES} "
+                              f"slices {shape}; got {validate.shown(pieces)}")
+    for index, piece in enumerate(pieces):
+        if not (isinstance(piece, dict) and set(piece) == keys
+                and all(_span(piece[k]) for k in keys - {"path"})):
+            raise InvalidArgument(f"{task}: argument 'pieces': item {index} must be {shape} "
+                                  f"with whole numbers a <= b; got {validate.shown(piece)}")
+        validate.path(task, "pieces.path", piece["path"])
+    return pieces
+
+
+# ---- a part (on a volunteer) --------------------------------------------------------
+
+def _mapped(connection: Any, scan: str, name: str, task: str) -> None:
+    function = _MAPS.get(name)
+    if function is None:
+        raise InvalidArgument(f"{task}: argument 'query': no map function {name!r} is "
+                              f"registered on this worker (known: {sorted(_MAPS)})")
+    connection.register(SCAN, function(connection.execute(scan).to_arrow_table()))
+
+
+def run_part(query: dict[str, Any], pieces: list[dict[str, Any]], task: str = "data"
+             ) -> pa.Table:
+    """The part query over ``pieces``, in a locked DuckDB with this worker's share."""
+    threads, memory = duck.share_of_machine()
+    with tempfile.TemporaryDirectory(prefix="idle-accel-part-") as scratch:
+        reads = sql_inputs.local_reads(pieces, query["format"]) + query["small_files"]
+        connection = duck.connect(read=reads, scratch=scratch, threads=threads,
+                                  memory_bytes=memory)
         try:
-            if op == "in":
-                mask = pc.is_in(table[column], value_set=pa.array(value))
+            scan = sql_inputs.scan_sql(pieces, query["format"], query["dialect"],
+                                       Path(scratch), connection)
+            if query.get("map"):
+                _mapped(connection, scan, query["map"], task)
             else:
-                mask = OPERATORS[op](table[column], pa.scalar(value))
-            table = table.filter(mask)
-        except _ARROW_ERRORS as exc:
-            raise InvalidArgument(
-                f"{task}: argument 'spec': filter {validate.shown([column, op, value])} does not "
-                f"apply to column {column!r} ({table.schema.field(column).type}): {exc}"
-            ) from None
+                connection.execute(f"CREATE TEMP VIEW {SCAN} AS {scan}")
+            return connection.execute(query["sql"]).to_arrow_table()
+        except (OSError, pa.ArrowException) as error:
+            raise InvalidArgument(f"{task}: cannot read {pieces[0]['path']!r}: "
+                                  f"{error}") from None
+        except InvalidArgument:
+            raise
+        except Exception as error:  # duckdb.Error: bad rows, types, missing files
+            files = sorted({p["path"] for p in pieces})
+            raise duck.engine_error(f"{task}: {', '.join(files)[:300]}", error) from None
+        finally:
+            connection.close()
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+@compute_task("compute.data.sql_part")
+def sql_part(self, query: dict, pieces: list, destination: str) -> dict:
+    """Run one part of a SQL job; its rows inline when small, else in ``destination``."""
+    query = check_query(self.name, query)
+    pieces = check_pieces(self.name, pieces, query["format"])
+    destination = validate.path(self.name, "destination", destination)
+    if not _PART_FILE.fullmatch(destination.rsplit("/", 1)[-1]):
+        raise InvalidArgument(f"{self.name}: argument 'destination' must name a "
+                              f"part-NNNNN.parquet file; got {validate.shown(destination)}")
+    table = run_part(query, pieces, self.name)
+    result = {"hostname": self.request.hostname, "rows": table.num_rows, "inline": None,
+              "file": None}
+    encoded = _ipc(table)
+    if len(encoded) <= query["inline_limit"]:
+        result["inline"] = base64.b64encode(encoded).decode()
+        return result
+    try:
+        fs, bare = fsspec.core.url_to_fs(destination)
+        fs.makedirs(fs._parent(bare), exist_ok=True)
+        with fs.open(bare, "wb") as handle:
+            pq.write_table(table, handle)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise InvalidArgument(f"{self.name}: argument 'destination': cannot write "
+                              f"{destination!r}: {exc}") from None
+    result["file"] = destination
+    return result
+
+
+# ---- the merge (on a volunteer) -----------------------------------------------------
+
+def check_merge(task: str, merge: Any) -> dict[str, Any]:
+    """``{"sql", "schema": [[name, arrow type], ...], "folder"}`` as plans.sql makes it."""
+    merge = validate.records(task, "merge", [merge], {"sql": str, "schema": list,
+                                                      "folder": str})[0]
+    if not 0 < len(merge["sql"]) <= MAX_SQL:
+        raise InvalidArgument(f"{task}: argument 'merge': 'sql' must be 1 to {MAX_SQL} "
+                              "characters")
+    if not all(isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) for x in f)
+               for f in merge["schema"]):
+        raise InvalidArgument(f"{task}: argument 'merge': 'schema' must be [[name, type], "
+                              f"...]; got {validate.shown(merge['schema'])}")
+    validate.path(task, "merge.folder", merge["folder"])
+    return merge
+
+
+def _partial(task: str, index: int, part: Any, merge: dict[str, Any]) -> pa.Table:
+    """Part ``index``'s rows: inline, or the file the plan named for it, and no other."""
+    where = f"{task}: argument 'parts': item {index}"
+    if not (isinstance(part, dict) and isinstance(part.get("hostname"), str)
+            and isinstance(part.get("inline"), str | type(None))
+            and isinstance(part.get("file"), str | type(None))
+            and (part.get("inline") is None) != (part.get("file") is None)):
+        raise InvalidArgument(f"{where} must be a part's result (hostname, and inline rows or "
+                              f"a file); got {validate.shown(part)}")
+    try:
+        if part["inline"] is not None:
+            table = pa.ipc.open_stream(base64.b64decode(part["inline"], validate=True)
+                                       ).read_all()
+        else:
+            expected = f"{merge['folder']}/part-{index:05d}.parquet"
+            if part["file"] != expected:
+                raise InvalidArgument(f"{where}: its file must be {expected!r}; got "
+                                      f"{validate.shown(part['file'])}")
+            with fsspec.open(expected, "rb") as handle:
+                table = pq.read_table(handle)
+        table.validate(full=True)
+    except (ValueError, OSError, pa.ArrowException) as exc:
+        raise InvalidArgument(f"{where}: its rows are not readable: {exc}") from None
+    got = [[f.name, str(f.type)] for f in table.schema]
+    if merge["schema"] and got != merge["schema"]:
+        raise InvalidArgument(f"{where}: its columns {got} are not the part query's "
+                              f"{merge['schema']}")
     return table
 
 
-def _partials(table: pa.Table, spec: dict[str, Any], task: str) -> list[list[Any]]:
-    group_by = spec.get("group_by", [])
-    wanted: list[tuple[str, str]] = []
-    for column, how in spec["aggregate"].values():
-        if column != "*" and column not in table.column_names:
-            raise InvalidArgument(f"{task}: argument 'spec': aggregate column {column!r} does "
-                                  f"not exist; columns: {table.column_names}")
-        parts = {"mean": ("sum", "count")}.get(how, (how,))
-        wanted += [(column, part) for part in parts]
-    wanted = list(dict.fromkeys(wanted))
-    missing = [c for c in group_by if c not in table.column_names]
-    if missing:
-        raise InvalidArgument(f"{task}: argument 'spec': group_by columns {missing} do not "
-                              f"exist; columns: {table.column_names}")
-    if "*" in {column for column, _ in wanted}:
-        table = table.append_column("__rows__", pa.array([1] * table.num_rows, pa.int64()))
-    aggs = [("__rows__" if column == "*" else column, "sum" if column == "*" else how)
-            for column, how in wanted]
-    try:
-        grouped = table.group_by(group_by).aggregate(aggs) if table.num_rows else None
-    except _ARROW_ERRORS as exc:
-        raise InvalidArgument(f"{task}: argument 'spec': aggregate {spec['aggregate']} by "
-                              f"{group_by} does not apply to these columns: {exc}") from None
-    rows = []
-    if grouped is not None:
-        names = [f"{column}_{how}" for column, how in aggs]
-        for record in grouped.to_pylist():
-            rows.append([[record[c] for c in group_by],
-                         {f"{c}|{h}": record[n] for (c, h), n in zip(wanted, names,
-                                                                     strict=True)}])
-    return rows
-
-
-@compute_task("compute.data.map_chunk")
-def map_chunk(self, source: str, chunk: dict, spec: dict,
-              schema: dict | None = None) -> dict:
-    """Map, filter and partially aggregate one chunk; returns partials and row counts."""
-    check_spec(spec, task=self.name)
-    source = validate.path(self.name, "source", source)
-    chunk = check_chunk(self.name, chunk)
-    schema = check_schema(self.name, schema)
-    table = _read_chunk(source, chunk, schema, self.name)
-    if table is None:
-        return {"hostname": self.request.hostname, "rows_in": 0, "rows_kept": 0,
-                "partials": []}
-    rows_in = table.num_rows
-    if "map" in spec:
-        function = _MAPS.get(spec["map"])
-        if function is None:
-            raise InvalidArgument(f"{self.name}: argument 'spec': no map function "
-                                  f"{spec['map']!r} is registered on this worker "
-                                  f"(known: {sorted(_MAPS)})")
-        table = function(table)
-    table = _filtered(table, spec.get("filter", []), self.name)
-    return {"hostname": self.request.hostname, "rows_in": rows_in, "rows_kept": table.num_rows,
-            "partials": _partials(table, spec, self.name)}
-
-
-# ---- reduce (on a volunteer) ------------------------------------------------------
-
-_PARTIALS = ("sum", "count", "min", "max")  # what a chunk's partials hold (mean = sum, count)
-
-
-def check_parts(task: str, parts: Any, spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """``parts`` as ``map_chunk`` returns them, with group keys as long as ``group_by``."""
-    parts = validate.records(task, "parts", parts, {"hostname": str, "rows_in": int,
-                                                    "rows_kept": int, "partials": list})
-    width = len(spec.get("group_by", []))
-    for index, part in enumerate(parts):
-        where = f"{task}: argument 'parts': item {index}"
-        if part["rows_in"] < 0 or part["rows_kept"] < 0:
-            raise InvalidArgument(f"{where}: row counts must not be negative")
-        for partial in part["partials"]:
-            if not (isinstance(partial, list) and len(partial) == 2
-                    and isinstance(partial[0], list) and len(partial[0]) == width
-                    and all(map(_scalar, partial[0])) and isinstance(partial[1], dict)):
-                raise InvalidArgument(f"{where}: a partial must be [group key of {width} "
-                                      f"values, {{column|how: value}}]; got "
-                                      f"{validate.shown(partial)}")
-            for name, value in partial[1].items():
-                how = name.rpartition("|")[2]
-                number = value is None or validate.is_a(value, (int, float))
-                if (how not in _PARTIALS or not _scalar(value)
-                        or (how in ("sum", "count") and not number)):
-                    raise InvalidArgument(f"{where}: partial {name!r} = {validate.shown(value)} "
-                                          f"is not a column|{'/'.join(_PARTIALS)} value")
-    return parts
-
-
-def _merge(how: str, old: Any, new: Any) -> Any:
-    if old is None:
-        return new
-    if new is None:
-        return old
-    if how in ("sum", "count"):
-        return old + new
-    return min(old, new) if how == "min" else max(old, new)
-
-
-def merge(parts: list[dict[str, Any]], spec: dict[str, Any],
-          task: str = "data") -> list[dict[str, Any]]:
-    """The final rows from every chunk's partials, sorted by group key."""
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    try:
-        for part in parts:
-            for key, values in part["partials"]:
-                slot = groups.setdefault(tuple(key), {})
-                for name, value in values.items():
-                    slot[name] = _merge(name.rpartition("|")[2], slot.get(name), value)
-        ordered = sorted(groups, key=lambda k: tuple((v is None, v) for v in k))
-    except TypeError as exc:  # min("a", 1), or keys "fr" and 1 in one column
-        raise InvalidArgument(f"{task}: argument 'parts': partial values of different kinds "
-                              f"cannot be merged: {exc}") from None
-    group_by = spec.get("group_by", [])
-    if not group_by and not groups:
-        groups[()] = {}
-        ordered = [()]
-    rows = []
-    for key in ordered:
-        values = groups[key]
-        row = dict(zip(group_by, key, strict=True))
-        for out, (column, how) in spec["aggregate"].items():
-            if how == "mean":
-                total, count = values.get(f"{column}|sum"), values.get(f"{column}|count")
-                row[out] = total / count if count and total is not None else None
-            elif how == "count":
-                row[out] = values.get(f"{column}|count") or 0
-            else:
-                row[out] = values.get(f"{column}|{how}")
-        rows.append(row)
-    return rows
-
-
-def write_table(rows: list[dict[str, Any]], output: str, task: str = "data") -> None:
-    """Write ``rows`` to ``output``: JSON, Parquet or (any other name) CSV."""
+def write_output(table: pa.Table, output: str, task: str = "data") -> None:
+    """Write ``table`` to ``output``: JSON (a list of records), Parquet, or else CSV."""
     lowered = output.lower()
-    if lowered.endswith(".json"):
-        content: Any = json.dumps(rows, default=_plain).encode()
-    else:
-        try:
-            content = pa.Table.from_pylist(rows)
-        except _ARROW_ERRORS as exc:
-            raise InvalidArgument(f"{task}: argument 'parts': the merged rows do not make a "
-                                  f"table: {exc}") from None
     try:
         with fsspec.open(output, "wb") as handle:
-            if isinstance(content, bytes):
-                handle.write(content)
+            if lowered.endswith(".json"):
+                handle.write(json.dumps(table.to_pylist(), default=_plain).encode())
             elif lowered.endswith((".parquet", ".pq")):
-                pq.write_table(content, handle)
+                pq.write_table(table, handle)
             else:
-                pacsv.write_csv(content, handle)
+                pacsv.write_csv(table, handle)
     except (OSError, ValueError, ImportError, pa.ArrowException) as exc:
         raise InvalidArgument(f"{task}: argument 'output': cannot write {output!r}: "
                               f"{exc}") from None
@@ -430,15 +352,52 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else str(value)
 
 
-@compute_task("compute.data.assemble")
-def assemble(self, parts: list, spec: dict, output: str) -> dict:
-    """Merge every chunk's partial aggregates and write the result to ``output``."""
-    spec = check_spec(spec, task=self.name)
+def run_merge(tables: list[pa.Table], sql: str, task: str = "data") -> pa.Table:
+    """The merge query over every part's rows, in a locked DuckDB."""
+    threads, memory = duck.share_of_machine()
+    with tempfile.TemporaryDirectory(prefix="idle-accel-merge-") as scratch:
+        connection = duck.connect(scratch=scratch, threads=threads, memory_bytes=memory)
+        try:
+            try:
+                partials = pa.concat_tables(tables)
+            except pa.ArrowInvalid as exc:
+                raise InvalidArgument(f"{task}: argument 'parts': the parts' columns differ: "
+                                      f"{exc}") from None
+            connection.register(PARTIALS, partials)
+            return connection.execute(sql).to_arrow_table()
+        except InvalidArgument:
+            raise
+        except Exception as error:  # duckdb.Error
+            raise duck.engine_error(f"{task}: the merge query", error) from None
+        finally:
+            connection.close()
+
+
+@compute_task("compute.data.sql_merge")
+def sql_merge(self, parts: list, merge: dict, output: str) -> dict:
+    """Combine every part's rows with the merge query and write the answer to ``output``."""
+    merge = check_merge(self.name, merge)
     output = validate.path(self.name, "output", output)
-    parts = check_parts(self.name, parts, spec)
-    rows = merge(parts, spec, self.name)
-    write_table(rows, output, self.name)
-    return {"hostname": self.request.hostname, "output": output, "groups": len(rows),
-            "rows_in": sum(part["rows_in"] for part in parts),
-            "rows_kept": sum(part["rows_kept"] for part in parts), "chunks": len(parts),
+    if not isinstance(parts, list) or not parts:
+        raise InvalidArgument(f"{self.name}: argument 'parts' must be the list of the parts' "
+                              f"results; got {validate.shown(parts)}")
+    tables = [_partial(self.name, index, part, merge) for index, part in enumerate(parts)]
+    answer = run_merge(tables, merge["sql"], self.name)
+    write_output(answer, output, self.name)
+    if any(part["file"] for part in parts):
+        try:
+            fs, bare = fsspec.core.url_to_fs(merge["folder"])
+            fs.rm(bare, recursive=True)
+        except (OSError, ValueError):
+            pass  # only tidying: the answer is written
+    return {"hostname": self.request.hostname, "output": output, "rows": answer.num_rows,
+            "parts": len(parts), "partial_rows": sum(t.num_rows for t in tables),
+            "by_file": sum(1 for p in parts if p["file"]),
             "workers": sorted({part["hostname"] for part in parts})}
+
+
+def sql(app: Any, query: str, output: str, **options: Any) -> Any:
+    """Submit ``query`` as a job (``compute.plans.sql``): ``compute.data.sql(app, q, out)``."""
+    from compute import plans
+
+    return plans.sql(app, query, output, **options)

@@ -36,12 +36,14 @@ class Job:
 
 
 def submit(app: Celery, kind: str, parts: list[Signature], assemble: Signature,
-           details: dict[str, Any] | None = None) -> Job:
-    """Send ``parts`` and, once all succeeded, ``assemble`` with their results in order."""
+           details: dict[str, Any] | None = None, *, max_parts: int = MAX_PARTS) -> Job:
+    """Send ``parts`` and, once all succeeded, ``assemble`` with their results in order.
+
+    ``max_parts``: a job whose parts return small references may have more."""
     if not parts:
         raise JobError(f"{kind}: nothing to do (the job has no parts)")
-    if len(parts) > MAX_PARTS:
-        raise JobError(f"{kind}: {len(parts)} parts is more than {MAX_PARTS} for one job; "
+    if len(parts) > max_parts:
+        raise JobError(f"{kind}: {len(parts)} parts is more than {max_parts} for one job; "
                        "make each part bigger")
     result = chord(parts)(assemble)
     job = Job(id=result.id, kind=kind, parts=[part.id for part in result.parent.results],

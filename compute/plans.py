@@ -8,12 +8,13 @@ JSON value: volunteers read and write the data where it lives.
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from compute import data, inference, jobs, render
+from compute import data, inference, jobs, render, sql_inputs, sql_plan
 from compute.errors import InvalidArgument
 from compute.sdk import Needs
 
@@ -26,26 +27,35 @@ def _absolute(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
 
 
-def aggregate(app: Celery, source: str, spec: dict[str, Any], output: str, *,
-              chunk_bytes: int = data.DEFAULT_CHUNK_BYTES, region: str | None = None
-              ) -> jobs.Job:
-    source, output = _absolute(source), _absolute(output)
-    schema = data.csv_schema(source) if data.file_format(source) == "csv" else None
-    columns = list(schema) if schema else _parquet_columns(source)
-    data.check_spec(spec, columns)
-    chunks = data.plan(source, chunk_bytes)
+def sql(app: Celery, query: str, output: str, *,
+        part_bytes: int = sql_inputs.DEFAULT_PART_BYTES,
+        small_bytes: int = sql_inputs.DEFAULT_SMALL_BYTES, region: str | None = None,
+        map_name: str | None = None) -> jobs.Job:
+    """One SELECT over Parquet/CSV files, split across volunteers (see ``compute.data``)."""
+    output = _absolute(output)
+    planned = sql_plan.plan(query, output, part_bytes=part_bytes, small_bytes=small_bytes,
+                            map_name=map_name)
+    folder = sql_plan.output_folder(output, uuid.uuid4().hex[:12])
     queue = _queue(False, region)
-    parts = [data.map_chunk.s(source, chunk, spec, schema).set(queue=queue) for chunk in chunks]
-    return jobs.submit(app, "aggregate", parts,
-                       data.assemble.s(spec, output).set(queue=queue),
-                       {"source": source, "output": output, "chunks": len(chunks)})
+    shared = {"sql": planned.part_sql, "format": planned.format, "dialect": planned.dialect,
+              "small_files": planned.small_files, "inline_limit": planned.inline_limit}
+    if map_name:
+        shared["map"] = map_name
+    parts = [data.sql_part.s(shared, pieces, f"{folder}/part-{index:05d}.parquet")
+             .set(queue=queue) for index, pieces in enumerate(planned.parts)]
+    merge = {"sql": planned.merge_sql, "schema": planned.partial_schema, "folder": folder}
+    return jobs.submit(app, "sql", parts, data.sql_merge.s(merge, output).set(queue=queue),
+                       {"query": query, "output": output, "parts": len(parts)},
+                       max_parts=sql_plan.MAX_PARTS)
 
 
-def _parquet_columns(source: str) -> list[str]:
-    import pyarrow.parquet as pq
-
-    with data._open(source, "data") as handle:
-        return list(pq.ParquetFile(handle).schema_arrow.names)
+def aggregate(app: Celery, source: str, spec: dict[str, Any], output: str, *,
+              chunk_bytes: int = sql_inputs.DEFAULT_PART_BYTES, region: str | None = None
+              ) -> jobs.Job:
+    """The JSON spec of earlier versions: translated to SQL (``compute.data.spec_to_sql``)."""
+    query = data.spec_to_sql(_absolute(source), spec)
+    return sql(app, query, output, part_bytes=chunk_bytes, region=region,
+               map_name=spec.get("map"))
 
 
 def embed(app: Celery, corpus: str, output: str, *, rows_per_part: int = 256,

@@ -20,7 +20,7 @@ from worker.celery_gate import close_client
 from worker.cli.broker_errors import reach
 from worker.cli.follow import follow, report
 
-submit = typer.Typer(help="Send work to the fleet: a job (render, embed, search, aggregate) "
+submit = typer.Typer(help="Send work to the fleet: a job (sql, render, embed, search, aggregate) "
                           "or one task.",
                      no_args_is_help=True)
 
@@ -58,15 +58,33 @@ def _pair(text: str, what: str, sep: str) -> tuple[int, int]:
     return first, second
 
 
+@submit.command("sql")
+def sql(
+    query: Annotated[str, typer.Argument(help="One SELECT over files: FROM 'sales/*.parquet', "
+                                             "or @file.sql.")],
+    output: Annotated[str, typer.Option(help="Where the answer goes (.parquet, .json, "
+                                             "else CSV).")],
+    part_mb: Annotated[float, typer.Option(help="Input bytes per part, in MiB.")] = 64.0,
+    small_mb: Annotated[float, typer.Option(help="Largest joined table, in MiB (every part "
+                                                 "reads it whole).")] = 64.0,
+    region: Region = None, wait: Wait = True, timeout: Timeout = 3600.0,
+) -> None:
+    """Run one SQL query over Parquet/CSV files, split into parts across volunteers (DuckDB)."""
+    text = Path(query[1:]).read_text() if query.startswith("@") else query
+    _run(lambda app: plans.sql(app, text, output, part_bytes=max(1, int(part_mb * 2**20)),
+                               small_bytes=max(0, int(small_mb * 2**20)), region=region),
+         wait, timeout)
+
+
 @submit.command("aggregate")
 def aggregate(
     source: Annotated[str, typer.Argument(help="CSV or Parquet file: a path or a URL.")],
     spec: Annotated[str, typer.Option(help="The job as JSON, or @file.json (see docs/team.md).")],
     output: Annotated[str, typer.Option(help="Where the result goes (.csv, .parquet, .json).")],
-    chunk_mb: Annotated[float, typer.Option(help="CSV bytes per task, in MiB.")] = 8.0,
+    chunk_mb: Annotated[float, typer.Option(help="Input bytes per part, in MiB.")] = 64.0,
     region: Region = None, wait: Wait = True, timeout: Timeout = 3600.0,
 ) -> None:
-    """Filter and group-aggregate a table, chunk by chunk across volunteers."""
+    """The JSON spec of earlier versions (filter, group_by, aggregate), run as SQL."""
     text = Path(spec[1:]).read_text() if spec.startswith("@") else spec
     try:
         parsed = json.loads(text)
