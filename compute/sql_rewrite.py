@@ -272,6 +272,9 @@ class _Rewriter:
         self.count = 0
 
     def _column(self, expression: exp.Expression) -> exp.Column:
+        for item in self.part_items:  # the same partial twice (SELECT and HAVING): once
+            if item.this == expression and item.alias.startswith("__a"):
+                return exp.column(item.alias)
         name = f"__a{self.count}"
         self.count += 1
         self.part_items.append(exp.alias_(expression, name))
@@ -313,11 +316,9 @@ class _Rewriter:
             return exp.Div(this=exp.Sum(this=sum_column),
                            expression=exp.Nullif(this=exp.Sum(this=count_column),
                                                  expression=exp.Literal.number(0)))
-        column = self._column(node.copy())
-        merged = exp.func(_MERGE[type(agg)], column, dialect=DIALECT)
-        if isinstance(agg, exp.Count | exp.CountIf):
-            return exp.Coalesce(this=merged, expressions=[exp.Literal.number(0)])
-        return merged
+        # Every group of the merge comes from at least one part's row (and an ungrouped
+        # part always answers one row), so a sum of counts is never over nothing.
+        return exp.func(_MERGE[type(agg)], self._column(node.copy()), dialect=DIALECT)
 
     def rewrite(self, node: exp.Expression, *, aliases: bool = False) -> exp.Expression:
         """``node`` over the partials: aggregates merged, group expressions as ``__gN``."""
