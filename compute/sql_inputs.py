@@ -76,6 +76,7 @@ def source_of(table: exp.Expression) -> Source:
     from compute.sql_rewrite import DIALECT
 
     text = table.sql(dialect=DIALECT)
+    text = text if len(text) <= 80 else text[:77] + "..."
     inner = table.this if isinstance(table, exp.Table) else table
     if isinstance(inner, exp.Identifier):
         if not inner.quoted and "." not in inner.name:

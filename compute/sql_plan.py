@@ -84,29 +84,31 @@ def plan(query: str, output: str, *, part_bytes: int = sql_inputs.DEFAULT_PART_B
     """Check ``query`` and split it. ``map_name``: a registered Arrow function the parts
     apply to their rows first (the JSON spec's ``map``); its columns are not checked here."""
     select = sql_rewrite.parse(query)
-    if not select.args.get("from_"):
-        raise NotSplittable("sql: the query reads no table: there is nothing to split")
+    sql_rewrite.check_shape(select)
     scan_table = select.args["from_"].this
     if not isinstance(scan_table, exp.Table):
-        raise NotSplittable(f"sql: FROM {scan_table.sql(dialect=DIALECT)} is not a file to split")
+        raise NotSplittable("sql: FROM names no file to split")
     scan = sql_inputs.source_of(scan_table)
     _table_alias(scan_table, scan.files[0] if len(scan.files) == 1 else "")
     small_files: list[str] = []
     joined: list[tuple[exp.Table, sql_inputs.Source]] = []
-    for join in select.args.get("joins") or []:
-        if isinstance(join.this, exp.Table):
-            source = sql_inputs.source_of(join.this)
-            if not source.local:
-                raise InvalidArgument(f"sql: {source.text}: a joined table must be a local "
-                                      "file (every part reads it whole)")
-            size = sql_inputs.size_of(source.files)
-            if size > small_bytes:
-                raise NotSplittable(
-                    f"sql: JOIN {source.text} is {size / 2**20:.1f} MiB; a joined table is "
-                    f"read whole by every part, so at most {small_bytes / 2**20:.0f} MiB: "
-                    "joins between two big tables are not split")
-            joined.append((join.this, source))
-            small_files += [sql_inputs.local_path(f) for f in source.files]
+    # Every other table (joined, or read by a subquery) is read whole by every part.
+    for table in [t for t in select.find_all(exp.Table) if t is not scan_table]:
+        source = sql_inputs.source_of(table)
+        if set(source.files) & set(scan.files):
+            raise NotSplittable(f"sql: {source.text} is the scanned input read a second time "
+                                "(a self-join or a subquery over it); no part holds all of it")
+        if not source.local:
+            raise InvalidArgument(f"sql: {source.text}: a joined table must be a local "
+                                  "file (every part reads it whole)")
+        size = sql_inputs.size_of(source.files)
+        if size > small_bytes:
+            raise NotSplittable(
+                f"sql: {source.text} is {size / 2**20:.1f} MiB; a table joined to the scan "
+                f"is read whole by every part, so at most {small_bytes / 2**20:.0f} MiB: "
+                "joins between two big tables are not split")
+        joined.append((table, source))
+        small_files += [sql_inputs.local_path(f) for f in source.files]
     scan_files = [sql_inputs.local_path(f) for f in scan.files if sql_inputs.is_local(f)]
     with tempfile.TemporaryDirectory(prefix="idle-accel-plan-") as scratch:
         connection = duck.connect(read=scan_files + small_files, scratch=scratch)

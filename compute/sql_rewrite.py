@@ -91,7 +91,7 @@ def split(query: str | exp.Select, columns: set[str] | None = None,
     without an alias), which the merge query gives its own columns.
     """
     select = parse(query) if isinstance(query, str) else query.copy()
-    _refuse_whole_query(select)
+    check_shape(select)
     scan, joined = _scan_and_joins(select)
     _refuse_inside(select, scan, aggregate_names or set())
     scan_node = select.args["from_"].this
@@ -106,12 +106,15 @@ def split(query: str | exp.Select, columns: set[str] | None = None,
 
 # ---- what is refused --------------------------------------------------------------
 
-def _refuse_whole_query(select: exp.Select) -> None:
+def check_shape(select: exp.Select) -> None:
+    """Refuse, before any file is looked at, what is never split (WITH, QUALIFY, ...)."""
     if select.args.get("with_"):
         raise NotSplittable("sql: WITH (common table expressions) is not split; write the "
                             "query over the files directly")
     if not select.args.get("from_"):
         raise NotSplittable("sql: the query reads no table: there is nothing to split")
+    if isinstance(select.args["from_"].this, exp.Subquery):
+        raise NotSplittable("sql: a subquery in FROM is not split; select from the files")
     for key, what in (("qualify", "QUALIFY"), ("windows", "WINDOW")):
         if select.args.get(key):
             raise NotSplittable(f"sql: {what} needs every row at once; it is not split")
@@ -164,13 +167,13 @@ def _refuse_inside(select: exp.Select, scan: exp.Expression,
             if table.this == scan.this:
                 raise NotSplittable("sql: a subquery reads the scanned input again; no part "
                                     "holds all of it")
-    for node in select.find_all(exp.Func):
+    for node in _own(select, exp.Func):
         if isinstance(node, exp.AggFunc) and type(node) not in _MERGE and not isinstance(
                 node, exp.Avg):
             raise NotSplittable(f"sql: {_function_name(node)}() {_WHOLE}")
         if isinstance(node, exp.Anonymous) and _function_name(node) in aggregate_names:
             raise NotSplittable(f"sql: {_function_name(node)}() {_WHOLE}")
-    for node in select.find_all(exp.Order):
+    for node in _own(select, exp.Order):
         if isinstance(node.parent, exp.AggFunc):
             raise NotSplittable(f"sql: an ordered aggregate {node.parent.sql(dialect=DIALECT)} "
                                 f"{_WHOLE}")
@@ -246,11 +249,24 @@ def _set_limit(merge: exp.Select, limit: int | None, offset: int | None) -> None
 # ---- queries with aggregates: partial aggregates, then their aggregate -------------
 
 def _aggregates(node: exp.Expression) -> list[exp.Expression]:
+    """The outermost aggregates of ``node``, leaving out those of its subqueries."""
     found = []
-    for candidate in node.find_all(exp.AggFunc):
+    for candidate in _own(node, exp.AggFunc):
         if not any(isinstance(a, exp.AggFunc) for a in _ancestors(candidate)):
             found.append(candidate)
     return found
+
+
+def _own(node: exp.Expression, kind: type) -> list[exp.Expression]:
+    """Nodes of ``kind`` in ``node`` outside any subquery (a subquery runs whole in a part:
+    it reads only small tables, or the plan refused it)."""
+    return [found for found in node.find_all(kind)
+            if not any(isinstance(a, exp.Subquery | exp.Exists | exp.Select) and a is not node
+                       and a is not _select_of(node) for a in _ancestors(found))]
+
+
+def _select_of(node: exp.Expression) -> exp.Expression | None:
+    return node if isinstance(node, exp.Select) else node.find_ancestor(exp.Select)
 
 
 def _ancestors(node: exp.Expression):
