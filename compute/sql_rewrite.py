@@ -115,6 +115,11 @@ def check_shape(select: exp.Select) -> None:
         raise NotSplittable("sql: the query reads no table: there is nothing to split")
     if isinstance(select.args["from_"].this, exp.Subquery):
         raise NotSplittable("sql: a subquery in FROM is not split; select from the files")
+    for join in select.args.get("joins") or []:
+        side = (join.args.get("side") or "").upper()
+        if side in ("RIGHT", "FULL"):
+            raise NotSplittable(f"sql: a {side} JOIN keeps rows of the joined table that no "
+                                "part sees; only INNER, LEFT and CROSS joins are split")
     for key, what in (("qualify", "QUALIFY"), ("windows", "WINDOW")):
         if select.args.get(key):
             raise NotSplittable(f"sql: {what} needs every row at once; it is not split")
@@ -122,7 +127,8 @@ def check_shape(select: exp.Select) -> None:
     if distinct is not None and distinct.args.get("on"):
         raise NotSplittable("sql: DISTINCT ON is not split; use GROUP BY with min/max")
     group = select.args.get("group")
-    if group is not None and any(group.args.get(k) for k in ("grouping_sets", "rollup", "cube")):
+    if group is not None and (any(group.args.get(k) for k in ("grouping_sets", "rollup", "cube"))
+                              or group.find(exp.Rollup, exp.Cube, exp.GroupingSets)):
         raise NotSplittable("sql: GROUPING SETS, ROLLUP and CUBE are not split; "
                             "submit one GROUP BY per job")
 
@@ -150,9 +156,10 @@ def _scan_and_joins(select: exp.Select) -> tuple[exp.Expression, list[exp.Expres
 
 
 def _function_name(node: exp.Expression) -> str:
+    """The function as DuckDB spells it (``quantile_cont``, not sqlglot's own name)."""
     if isinstance(node, exp.Anonymous):
         return str(node.this).lower()
-    return node.sql_name().lower()
+    return node.sql(dialect=DIALECT).split("(", 1)[0].lower()
 
 
 def _refuse_inside(select: exp.Select, scan: exp.Expression,

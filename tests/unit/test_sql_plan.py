@@ -1,0 +1,117 @@
+"""Planning a SQL job: bad input is one line before anything is sent; the DuckDB a part
+runs in reads only its files; the JSON spec of earlier versions still answers."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from compute import data, duck, sql_plan
+from compute.errors import InvalidArgument
+from compute.sql_rewrite import NotSplittable
+from tests.unit.sql_compare import assert_same_answer, run_split, run_whole
+
+
+@pytest.fixture(scope="module")
+def sales(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("plan")
+    table = pa.table({"country": ["fr", "de", None, "fr"] * 500,
+                      "amount": [10.5, 30.0, 25.0, None] * 500, "qty": [1, 2, 3, 4] * 500})
+    pq.write_table(table, folder / "sales.parquet", row_group_size=250)
+    return str(folder / "sales.parquet")
+
+
+def refused(query: str, **options) -> str:
+    with pytest.raises(InvalidArgument) as caught:
+        sql_plan.plan(query, "/tmp/out.csv", **options)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_syntax_errors_name_the_line_and_column(sales):
+    message = refused(f"SELECT country, FROM '{sales}' WHERE")
+    assert message.startswith("sql: syntax error at line 1, column")
+
+
+def test_unknown_columns_files_and_type_errors_are_named(sales, tmp_path):
+    assert '"price"' in refused(f"SELECT sum(price) FROM '{sales}'")
+    assert "does not exist" in refused(f"SELECT * FROM '{tmp_path}/missing.parquet'")
+    assert "sum(VARCHAR)" in refused(f"SELECT sum(country) FROM '{sales}'")
+    assert "name a file, like FROM 'sales.parquet'" in refused("SELECT * FROM sales")
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    ("SELECT median(amount) FROM '{}'", "median() needs every row at once"),
+    ("SELECT quantile_cont(amount, 0.5) FROM '{}'", "quantile_cont() needs every row"),
+    ("SELECT stddev(amount) FROM '{}'", "stddev"),
+    ("SELECT string_agg(country, ',') FROM '{}'", "needs every row at once"),
+    ("SELECT amount, rank() OVER (ORDER BY amount) FROM '{}'", "window function"),
+    ("SELECT count(DISTINCT country), count(DISTINCT qty) FROM '{}'", "DISTINCT over more"),
+    ("SELECT * FROM '{0}' a JOIN '{0}' b USING (qty)", "read a second time"),
+    ("SELECT * FROM '{}' RIGHT JOIN 'x.csv' USING (qty)", "RIGHT JOIN"),
+    ("SELECT qty FROM '{0}' UNION SELECT qty FROM '{0}'", "UNION is not split"),
+    ("SELECT country, sum(qty) FROM '{}' GROUP BY ROLLUP (country)", "ROLLUP"),
+    ("SELECT country FROM '{}' QUALIFY count(*) OVER () > 1", "QUALIFY"),
+])
+def test_what_cannot_be_split_exactly_is_refused_naming_the_construct(sales, query, named):
+    with pytest.raises(NotSplittable, match=named.replace("(", r"\(").replace(")", r"\)")):
+        sql_plan.plan(query.format(sales), "/tmp/out.csv")
+
+
+def test_a_big_joined_table_is_refused_with_its_size(sales):
+    message = refused(f"SELECT count(*) FROM '{sales}' a JOIN '{sales}'",
+                      small_bytes=10)
+    assert "read a second time" in message  # the same file: never a small table
+    copy = sales.replace("sales.parquet", "other.parquet")
+    pq.write_table(pq.read_table(sales), copy)
+    message = refused(f"SELECT count(*) FROM '{sales}' a JOIN '{copy}' b USING (qty)",
+                      small_bytes=1000)
+    assert "MiB; a table joined to the scan is read whole by every part" in message
+
+
+def test_a_part_reads_only_its_own_files(sales, tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    (tmp_path / "scratch").mkdir()
+    connection = duck.connect(read=[sales], scratch=str(tmp_path / "scratch"))
+
+    assert connection.execute(f"SELECT count(*) FROM '{sales}'").fetchone() == (2000,)
+    for statement in [f"SELECT * FROM read_csv('{secret}')",
+                      f"COPY (SELECT 1) TO '{tmp_path}/x.csv'",
+                      "INSTALL httpfs", f"ATTACH '{tmp_path}/x.db'",
+                      "SET enable_external_access = true", "SELECT * FROM glob('/*')"]:
+        with pytest.raises(duckdb.Error):
+            connection.execute(statement)
+
+
+def test_the_json_spec_is_translated_to_sql_with_the_same_answer(sales, tmp_path):
+    spec = {"filter": [["amount", ">", 20.0], ["country", "in", ["fr", "de", None]]],
+            "group_by": ["country"],
+            "aggregate": {"total": ["amount", "sum"], "rows": ["*", "count"],
+                          "avg": ["qty", "mean"], "hi": ["qty", "max"]}}
+
+    query = data.spec_to_sql(sales, spec)
+    got, _ = run_split(query, str(tmp_path / "out.csv"), part_bytes=1000)
+
+    assert query == (f"SELECT \"country\", sum(\"amount\") AS \"total\", count(*) AS \"rows\", "
+                     f"avg(\"qty\") AS \"avg\", max(\"qty\") AS \"hi\" FROM '{sales}' WHERE "
+                     f"\"amount\" > 20.0 AND \"country\" IN ('fr', 'de', NULL) GROUP BY "
+                     f"\"country\" ORDER BY \"country\" ASC NULLS LAST")
+    # fr rows are 10.5 or NULL, and NULL IN (...) is NULL: only de passes the filter
+    assert got.to_pylist() == [{"country": "de", "total": 15000.0, "rows": 500, "avg": 2.0,
+                                "hi": 2}]
+    assert_same_answer(got, run_whole(query), ordered=True)
+
+
+def test_the_answer_is_written_as_parquet_json_or_csv(sales, tmp_path):
+    table = pa.table({"country": ["fr", None], "n": [1, 2]})
+    for name in ("a.parquet", "a.json", "a.csv"):
+        data.write_output(table, str(tmp_path / name))
+    assert pq.read_table(tmp_path / "a.parquet").equals(table)
+    assert json.loads((tmp_path / "a.json").read_text()) == table.to_pylist()
+    assert (tmp_path / "a.csv").read_text().splitlines() == ['"country","n"', '"fr",1', ',2']
