@@ -138,15 +138,16 @@ def size_of(files: list[str]) -> int:
 
 # ---- CSV: the dialect and the columns, detected once on the submitter ---------------
 
-def sniff_csv(source: Source, connection: Any) -> dict[str, Any]:
-    """DuckDB's reading of the first CSV file: dialect and column types, to give every part."""
+def sniff_csv(source: Source, connection: Any, scratch: str) -> dict[str, Any]:
+    """DuckDB's reading of the first CSV file: dialect and column types, to give every part.
+    A remote file's first MiB is copied into ``scratch`` (where ``connection`` may read)."""
     first = source.files[0]
     sample = local_path(first)
     cleanup = None
     if not is_local(first):  # the first MiB, copied locally, for DuckDB to look at
         with fsspec.open(first, "rb") as handle:
             head = handle.read(1024 * 1024)
-        with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as cleanup:
+        with tempfile.NamedTemporaryFile(suffix=".csv", dir=scratch, delete=False) as cleanup:
             cleanup.write(head[: head.rfind(b"\n") + 1] if len(head) == 1024 * 1024 else head)
         sample = cleanup.name
     try:

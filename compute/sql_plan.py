@@ -113,9 +113,10 @@ def plan(query: str, output: str, *, part_bytes: int = sql_inputs.DEFAULT_PART_B
     with tempfile.TemporaryDirectory(prefix="idle-accel-plan-") as scratch:
         connection = duck.connect(read=scan_files + small_files, scratch=scratch)
         try:
-            dialect = (sql_inputs.sniff_csv(scan, connection) if scan.format == "csv" else None)
+            dialect = (sql_inputs.sniff_csv(scan, connection, scratch)
+                       if scan.format == "csv" else None)
             for table, source in joined:
-                small_dialect = (sql_inputs.sniff_csv(source, connection)
+                small_dialect = (sql_inputs.sniff_csv(source, connection, scratch)
                                  if source.format == "csv" else None)
                 table.replace(_reader_table(source, small_dialect, table))
             _scan_table(connection, scan, dialect)

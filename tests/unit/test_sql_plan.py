@@ -115,3 +115,28 @@ def test_the_answer_is_written_as_parquet_json_or_csv(sales, tmp_path):
     assert pq.read_table(tmp_path / "a.parquet").equals(table)
     assert json.loads((tmp_path / "a.json").read_text()) == table.to_pylist()
     assert (tmp_path / "a.csv").read_text().splitlines() == ['"country","n"', '"fr",1', ',2']
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_inputs_behind_an_fsspec_url_are_read_through_fsspec(sales, fmt):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    table = pq.read_table(sales)
+    for number in range(2):
+        with memory.open(f"/sql-test/s{number}.{fmt}", "wb") as handle:
+            if fmt == "parquet":
+                pq.write_table(table, handle, row_group_size=250)
+            else:
+                import pyarrow.csv as pacsv
+                pacsv.write_csv(table, handle)
+    query = ("SELECT country, sum(amount) AS total, count(*) AS n FROM "
+             f"'memory://sql-test/*.{fmt}' GROUP BY country ORDER BY country NULLS FIRST")
+
+    got, plan = run_split(query, "/tmp/out.csv", part_bytes=2_000)
+
+    assert len(plan.parts) >= 4
+    assert all(p["path"].startswith("memory://") for part in plan.parts for p in part)
+    assert got.to_pylist() == [{"country": None, "total": 25000.0, "n": 1000},
+                               {"country": "de", "total": 30000.0, "n": 1000},
+                               {"country": "fr", "total": 10500.0, "n": 2000}]
