@@ -247,21 +247,23 @@ def csv_pieces(source: Source, part_bytes: int) -> list[list[dict[str, Any]]]:
 
 
 def read_range(path: str, start: int, end: int, header: bool) -> bytes:
-    """The lines that start in ``[start, end)`` of ``path`` (the header line left out)."""
+    """The lines that start in ``[start, end)`` of ``path`` (the header line left out),
+    read in one block: the line that started before ``start`` is the previous part's,
+    the one running past ``end`` is this part's."""
     with fsspec.open(path, "rb") as handle:
         if start == 0:
             if header:
                 handle.readline()
         else:
             handle.seek(start - 1)
-            handle.readline()  # the line that started before ``start`` is the previous part's
-        chunks = []
-        while handle.tell() < end:
-            line = handle.readline()
-            if not line:
-                break
-            chunks.append(line)
-    return b"".join(chunks)
+            handle.readline()
+        begin = handle.tell()
+        if begin >= end:
+            return b""
+        body = handle.read(end - begin)
+        if body and not body.endswith(b"\n"):
+            body += handle.readline()
+    return body
 
 
 def local_reads(pieces: list[dict[str, Any]], fmt: str) -> list[str]:
