@@ -211,12 +211,6 @@ def _cast(merge: exp.Select, types: list[str]) -> exp.Select:
     return cast
 
 
-def inputs_of(plan_: SqlPlan) -> list[str]:
-    """Every file the plan's parts read (for messages and tests)."""
-    return sorted({piece["path"] for part in plan_.parts for piece in part}
-                  | set(plan_.small_files))
-
-
 def output_folder(output: str, token: str) -> str:
     """Where the parts of one job leave results too big to travel inline."""
     return f"{output}.parts/{token}" if "://" in output else str(

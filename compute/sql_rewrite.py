@@ -140,11 +140,7 @@ def _scan_and_joins(select: exp.Select) -> tuple[exp.Expression, list[exp.Expres
     if not isinstance(scan, exp.Table):
         raise NotSplittable(f"sql: FROM {scan.sql(dialect=DIALECT)} is not a file to split")
     joined = []
-    for join in select.args.get("joins") or []:
-        side = (join.args.get("side") or "").upper()
-        if side in ("RIGHT", "FULL"):
-            raise NotSplittable(f"sql: a {side} JOIN keeps rows of the joined table that no "
-                                "part sees; only INNER, LEFT and CROSS joins are split")
+    for join in select.args.get("joins") or []:  # RIGHT and FULL: refused by check_shape
         kind = (join.args.get("kind") or "").upper()
         if kind in ("SEMI", "ANTI", "ASOF", "POSITIONAL") or join.args.get("method"):
             raise NotSplittable(f"sql: {kind or join.args['method']} JOIN is not split")
@@ -303,7 +299,7 @@ class _Rewriter:
         self.part_items.append(exp.alias_(expression, name))
         return exp.column(name)
 
-    def _distinct_column(self, inner: exp.Expression, agg: exp.Expression) -> exp.Column:
+    def _distinct_column(self, inner: exp.Expression) -> exp.Column:
         if self.distinct is None:
             self.distinct = inner.copy()
             self.part_items.append(exp.alias_(inner.copy(), "__d"))
@@ -324,7 +320,7 @@ class _Rewriter:
             if len(argument.expressions) != 1:
                 raise NotSplittable(f"sql: {agg.sql(dialect=DIALECT)}: DISTINCT over several "
                                     "columns is not split")
-            column = self._distinct_column(argument.expressions[0], agg)
+            column = self._distinct_column(argument.expressions[0])
             merged = agg.copy()
             merged.set("this", exp.Distinct(expressions=[column]))
             return merged
