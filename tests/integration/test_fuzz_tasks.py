@@ -27,6 +27,17 @@ thousands of cases take hours):
 - Cycles' render call (``compute.render._render``): opening the .blend,
   the frame range and the camera check are real Blender.
 
+``compute.data.sql_part`` and ``sql_merge`` run DuckDB for real (the table has 24
+rows). Their valid arguments are what ``compute.plans.sql`` sends for a few queries
+(``SQL_QUERIES``) over the CSV and Parquet inputs, planned at fixture time, drawn
+together where they must agree (``TaskCase.together``: a query and slices of its
+format, a merge and its own parts' results, inline or as files). Near misses: slices
+that are no slices or of the wrong files, part files the plan did not name, corrupt
+inline rows, other columns, SQL that DuckDB rejects, and SQL that reaches for files
+the part does not name (``SQL_ESCAPES``), which the locked DuckDB refuses. DuckDB's
+refusals name what ran (the files of 'pieces', the merge query) rather than an
+argument (``engine_prefixes``).
+
 ``checksum``'s ``rounds`` and ``assemble_tiles``' canvas size are valid but
 capped (``tame``) so that one case stays cheap. At least ``TOTAL_CASES``
 cases run in all (``CASES_PER_TASK`` per task; each test asserts its count).
@@ -38,8 +49,10 @@ that would start Blender or MiniLM are left out, sleeps and burns are short).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import inspect
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -47,7 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -59,7 +74,7 @@ from hypothesis import strategies as st
 from kombu.utils.json import dumps as kombu_dumps
 from PIL import Image
 
-from compute import diag, inference, render
+from compute import data, diag, inference, jobs, plans, render
 from compute.app import BUILTIN_TASK_MODULES, create_app
 from compute.errors import InvalidArgument
 from compute.settings import Settings
@@ -203,10 +218,59 @@ class Files:
         p["under_file"] = p["corpus"] + "/x"  # a file as a folder: NotADirectoryError
         p["out"] = str(self.root / "out")
         p["parts"] = str(self.root / "parts")
+        p["countries"] = str(made / "countries.csv")  # joined in a query: a small file
+        Path(p["countries"]).write_text("code,name\nfr,France\nde,Germany\nit,Italy\n")
+        p["sql"] = str(self.root / "sql")
+        #: Files that tasks delete (the merge removes its parts' folder), and their content.
+        self.kept: dict[str, bytes] = {
+            f"{p['sql']}/odd/corrupt/part-00000.parquet": b"PAR1 not Parquet PAR1",
+            f"{p['sql']}/odd/other/part-00000.parquet": parquet_bytes(pa.table({"x": [1, 2]})),
+        }
+        self.jobs = self.plan_sql()
         self.refresh()
 
+    def plan_sql(self) -> list[SqlJob]:
+        """Each of ``SQL_QUERIES`` over the CSV and the Parquet table, as ``plans.sql`` sends
+        it (its ``jobs.submit`` caught), with each part's rows run here once."""
+        sent: list[tuple[list[Any], Any]] = []
+        texts = [query.format(t=self[table], c=self["countries"])
+                 for query, table in itertools.product(SQL_QUERIES, ("csv", "parquet"))]
+        with mock.patch.object(jobs, "submit", lambda app, kind, parts, merge, *_, **__:
+                               sent.append((parts, merge))):
+            for number, text in enumerate(texts):
+                output = self.root / "sql" / f"answer-{number}.parquet"
+                plans.sql(None, text, str(output), part_bytes=SQL_PART_BYTES)
+        made = []
+        for text, (parts, merge) in zip(texts, sent, strict=True):
+            inline, by_file = [], []
+            for part in parts:
+                shared, pieces, destination = part.args
+                table = data.run_part(shared, pieces)
+                inline.append({"hostname": "a@vm", "rows": table.num_rows,
+                               "inline": ipc_base64(table), "file": None})
+                by_file.append({"hostname": "b@vm", "rows": table.num_rows, "inline": None,
+                                "file": destination})
+                self.kept[destination] = parquet_bytes(table)
+            made.append(SqlJob(text=text, query=parts[0].args[0], parts=[p.args[1] for p in parts],
+                               merge=merge.args[0], inline=inline, by_file=by_file))
+        return made
+
+    @property
+    def csv_job(self) -> SqlJob:
+        return next(job for job in self.jobs if job.format == "csv")
+
+    @property
+    def parquet_job(self) -> SqlJob:
+        return next(job for job in self.jobs if job.format == "parquet")
+
     def refresh(self) -> None:
-        """Re-create the embedding parts (``assemble_embeddings`` deletes what it joined)."""
+        """Re-create the embedding parts (``assemble_embeddings`` deletes what it joined)
+        and the SQL parts' files (``sql_merge`` deletes their folder)."""
+        for name, content in self.kept.items():
+            path = Path(name)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
         for name, rows, value in (("part-0", 5, 1), ("part-5", 5, 6), ("part-none", 0, 0)):
             path = Path(self.paths["parts"]) / f"{name}.npy"
             if not path.exists():
@@ -255,77 +319,257 @@ class Files:
 
 # ---- per-task argument strategies -------------------------------------------------------
 
-COLUMNS = ["id", "country", "amount", "qty"]
-HOWS = ["sum", "count", "min", "max", "mean"]
-OPERATORS = ["==", "!=", "<", "<=", ">", ">="]
-VALUES = st.one_of(st.integers(-5, 30), st.floats(-5, 30), st.sampled_from(["fr", "de", "x"]),
-                   st.booleans(), st.none())
+#: Queries planned at fixture time over the test table (``{t}``, as CSV and as Parquet)
+#: and a small joined CSV (``{c}``): what ``compute.plans.sql`` sends for them are the
+#: valid arguments of ``compute.data.sql_part`` and ``sql_merge``.
+SQL_QUERIES = [
+    "SELECT country, sum(amount) AS total, count(*) AS n FROM '{t}' GROUP BY country "
+    "ORDER BY country NULLS LAST",
+    "SELECT c.name, sum(t.qty) AS q, max(t.amount) AS top FROM '{t}' t JOIN '{c}' c "
+    "ON t.country = c.code GROUP BY c.name",
+    "SELECT count(DISTINCT country) AS k, avg(qty) AS m FROM '{t}' WHERE amount > 0",
+    "SELECT id, country FROM '{t}' WHERE qty > 1 ORDER BY id DESC LIMIT 5",
+]
+#: Bytes per part: 3 parts of the 24-row table (CSV byte ranges, or its 3 row groups).
+SQL_PART_BYTES = 120
+#: SQL that reaches outside the files a part or merge names: the locked DuckDB refuses it.
+SQL_ESCAPES = {
+    "SELECT * FROM read_csv('/etc/passwd')": "Permission Error",
+    "SELECT * FROM read_text('/etc/passwd')": "Permission Error",
+    "SELECT * FROM '/etc/passwd'": "Catalog Error",  # not a file to DuckDB: a table name
+    "SELECT * FROM glob('/*')": "Permission Error",
+    "COPY (SELECT 1 AS x) TO '/tmp/idle-accel-fuzz.csv'": "Permission Error",
+    "ATTACH '/tmp/idle-accel-fuzz.db'": "Permission Error",
+    "SET enable_external_access = true": "locked",
+    "SET lock_configuration = false": "locked",
+    "INSTALL httpfs": "Permission Error",
+    "LOAD httpfs": "Permission Error",
+    "SELECT * FROM read_csv('https://example.com/x.csv')": "Permission Error",
+}
+#: SQL DuckDB cannot run (syntax, unknown columns or tables, a type error).
+SQL_REJECTED = ["SELEC 1", "SELECT nope FROM __scan", "SELECT * FROM __nope",
+                "SELECT sum(country) FROM __scan", "SELECT 1 +", "SELECT 1 FROM",
+                "SELECT * FROM __partials, __partials"]
+
+
+def ipc_base64(table: pa.Table) -> str:
+    """``table`` as a part sends it inline: an Arrow IPC stream, base64."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return base64.b64encode(sink.getvalue().to_pybytes()).decode()
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+@dataclass
+class SqlJob:
+    """One planned query: the arguments ``compute.plans.sql`` gives its parts and its
+    merge, and each part's result, inline and as the file the plan names for it."""
+
+    text: str  # the query as submitted
+    query: dict[str, Any]
+    parts: list[list[dict[str, Any]]]
+    merge: dict[str, Any]
+    inline: list[dict[str, Any]]
+    by_file: list[dict[str, Any]]
+
+    @property
+    def format(self) -> str:
+        return self.query["format"]
+
+
+def sql_pieces(f: Files, job: SqlJob) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Slices of ``job``'s input: a part of its plan, neighbouring parts run as one, or any
+    byte range (CSV) or row range (Parquet, with the row groups holding it), past the end
+    too."""
+    parts = job.parts
+    last = len(parts) - 1
+    joined = st.builds(lambda a, b: [p for part in parts[min(a, b):max(a, b) + 1] for p in part],
+                       st.integers(0, last), st.integers(0, last))
+    span = st.lists(st.integers(0, f.csv_size + 8), min_size=2, max_size=2).map(sorted)
+    if job.format == "csv":
+        piece = span.map(lambda s: {"path": f["csv"], "bytes": s})
+    else:
+        rows = st.lists(st.integers(0, 30), min_size=2, max_size=2).map(sorted)
+        piece = rows.map(lambda r: {"path": f["parquet"], "rows": r,
+                                    "groups": [min(r[0] // 10, 3), min(-(-r[1] // 10), 3)]})
+    return st.one_of(st.sampled_from(parts), joined, st.lists(piece, min_size=1, max_size=3))
+
+
+def part_destinations(f: Files) -> Arg:
+    """Where a part's file goes (``part-NNNNN.parquet``), or a name or place that is not."""
+    out = Path(f["out"]) / "sql-parts"
+    good = st.builds(lambda sub, index: str(out / sub / f"part-{index:05d}.parquet"),
+                     st.sampled_from(["", "new", "new/deeper"]), st.integers(0, 3))
+    bad = st.one_of(f.bad_paths(), st.sampled_from([
+        str(out / "part-1.parquet"), str(out / "part-00001.csv"), str(out / "answer.parquet"),
+        str(out / "part-000001.parquet"), str(out / "part-00001.parquet") + "/",
+        f["corpus"] + "/part-00000.parquet",  # under a file: cannot be written
+        f["parquet"], "nope://bucket/part-00000.parquet"]))
+    return Arg(good, bad)
+
+
+def query_misses(f: Files) -> st.SearchStrategy[Any]:
+    """A part's query with one detail wrong, for a CSV and a Parquet job alike."""
+    dialect = f.csv_job.query["dialect"]
+    changes: list[dict[str, Any]] = [
+        {"sql": ""}, {"sql": 1}, {"sql": None}, {"format": "json"}, {"format": "CSV"},
+        {"format": "csv", "dialect": None}, {"format": "parquet", "dialect": dialect},
+        {"dialect": {}}, {"dialect": "csv"}, {"dialect": {**dialect, "columns": {}}},
+        {"dialect": {**dialect, "columns": {"id": 1}}}, {"dialect": {**dialect, "header": 1}},
+        {"dialect": {**dialect, "delim": 1}}, {"small_files": "x.csv"},
+        {"small_files": ["nope://bucket/x.csv"]}, {"small_files": [""]}, {"small_files": [None]},
+        {"inline_limit": -1}, {"inline_limit": (1 << 20) + 1}, {"inline_limit": True},
+        {"inline_limit": 1.0}, {"map": 1}, {"map": "team.not_registered"},
+        *({"sql": sql} for sql in [*SQL_ESCAPES, *SQL_REJECTED]),
+        {"sql": f"SELECT * FROM read_csv('{f['corpus']}')"},  # an input the part does not name
+    ]
+    csv_only = [{"dialect": {**dialect, "columns": {"id": "BIGINT"}}},  # the file has 4
+                {"dialect": {**dialect, "columns": {**dialect["columns"], "id": "NOPE"}}},
+                {"dialect": {**dialect, "columns": {**dialect["columns"], "id": "DATE"}}},
+                {"dialect": {**dialect, "delim": "ab"}}, {"dialect": {**dialect, "quote": "'"}},
+                {"sql": f"SELECT * FROM read_parquet('{f['parquet']}')"}]
+    missing = [{k: v for k, v in job.query.items() if k != gone}
+               for job in (f.csv_job, f.parquet_job) for gone in job.query]
+    return st.sampled_from([
+        {}, [], "SELECT 1", [f.csv_job.query], *missing,
+        *({**job.query, **change} for job in (f.csv_job, f.parquet_job) for change in changes),
+        *({**f.csv_job.query, **change} for change in csv_only)])
+
+
+def piece_misses(f: Files) -> st.SearchStrategy[Any]:
+    """Slices that are no slices, or slices of files that are not the input's."""
+    csv, parquet = f["csv"], f["parquet"]
+    return st.sampled_from([
+        [], {}, [None], [[0, 5]], [{"path": csv}], [{"path": csv, "bytes": [5, 2]}],
+        [{"path": csv, "bytes": [-1, 3]}], [{"path": csv, "bytes": [0, 2**53 + 1]}],
+        [{"path": csv, "bytes": [0, 1.5]}], [{"path": csv, "bytes": [True, 3]}],
+        [{"path": csv, "bytes": [0]}], [{"path": csv, "bytes": "0-9"}],
+        [{"path": csv, "bytes": [0, 9], "rows": [0, 1]}],
+        [{"path": parquet, "groups": [0, 1], "rows": [5, 2]}],
+        [{"path": parquet, "groups": [0, 1]}],
+        [{"path": parquet, "groups": [1, 0], "rows": [0, 9]}],
+        [{"path": parquet, "groups": [0, 1], "rows": [0, 10**400]}],
+        [{"path": "", "bytes": [0, 9]}], [{"path": 1, "bytes": [0, 9]}],
+        [{"path": "x\0y", "groups": [0, 1], "rows": [0, 9]}],
+        *([{"path": path, "bytes": [0, 400]}] for path in (
+            f["missing"], f["folder"], f["binary"], f["under_file"], f["parquet"], f["emb"],
+            f["latin1"], "nope://bucket/x.csv", "memory://nothing.csv")),
+        *([{"path": path, "groups": [0, 1], "rows": [0, 10]}] for path in (
+            csv, f["missing"], f["folder"], f["binary"], f["empty"], f["emb"],
+            "nope://bucket/x.parquet", "memory://nothing.parquet")),
+    ])
+
+
+def flipped(payload: str, where: int, value: int) -> str:
+    """A part's inline rows with one byte changed: Arrow must refuse it, never crash."""
+    raw = bytearray(base64.b64decode(payload))
+    raw[where % len(raw)] ^= value
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def result_misses(f: Files) -> st.SearchStrategy[Any]:
+    """Parts' results that are not, or whose rows are unreadable or of other columns."""
+    job, other = f.csv_job, f.jobs[-1]  # other: a job whose parts have other columns
+    inline, by_file = job.inline[0]["inline"], job.by_file
+    folder = job.merge["folder"]
+    result = {"hostname": "a@vm", "rows": 1, "inline": None, "file": None}
+    fixed = [
+        {}, [], [None], [{}], [result], [{**result, "inline": inline, "file": by_file[0]["file"]}],
+        [{**result, "hostname": 1, "inline": inline}], [{**result, "inline": 5}],
+        [{**result, "inline": "!!! not base64"}], [{**result, "inline": "aGVsbG8="}],
+        [{**result, "inline": inline[:40]}], [{**result, "inline": ""}],
+        [{**result, "inline": other.inline[0]["inline"]}],
+        [{**result, "inline": ipc_base64(pa.table({"x": pa.array([], pa.int8())}))}],
+        [{**result, "file": f["parquet"]}], [{**result, "file": by_file[1]["file"]}],
+        [{**result, "file": f"{folder}/../part-00000.parquet"}],
+        [{**result, "file": f"{folder}/part-00000.parquet/"}],
+        [{**result, "file": f"{folder}/part-0.parquet"}], [{**result, "file": 7}],
+        [job.inline[0], by_file[0]],  # item 1's file must be part-00001
+        [job.inline[0], other.inline[1]],
+    ]
+    payloads = [part["inline"] for j in f.jobs[:2] for part in j.inline]
+    mutated = st.builds(lambda p, w, v: [{**result, "inline": flipped(p, w, v)}],
+                        st.sampled_from(payloads), st.integers(0, 4096), st.integers(1, 255))
+    return st.one_of(st.sampled_from(fixed), mutated)
+
+
+def merge_misses(f: Files) -> st.SearchStrategy[Any]:
+    """The merge's query with one detail wrong."""
+    merge = f.csv_job.merge
+    changes: list[dict[str, Any]] = [
+        {"sql": ""}, {"sql": 1}, {"schema": "int64"}, {"schema": [["a"]]},
+        {"schema": [[1, "int64"]]}, {"schema": [["a", "int64", "x"]]}, {"schema": {"a": "b"}},
+        {"schema": [["x", "int64"]]}, {"schema": f.jobs[-1].merge["schema"]},
+        {"folder": ""}, {"folder": "x\0y"}, {"folder": 5}, {"folder": f["sql"] + "/elsewhere"},
+        {"folder": f.jobs[-1].merge["folder"]},
+        *({"sql": sql.replace("__scan", "__partials")} for sql in [*SQL_ESCAPES, *SQL_REJECTED]),
+        {"sql": f"SELECT * FROM read_csv('{f['csv']}')"},
+    ]
+    missing = [{k: v for k, v in merge.items() if k != gone} for gone in merge]
+    return st.sampled_from([{}, [], "SELECT 1", [merge], *missing,
+                            *({**merge, **change} for change in changes)])
 
 
 @st.composite
-def specs(draw: st.DrawFn) -> dict[str, Any]:
-    """A well-formed ``data`` spec over the test table's columns (types may not fit)."""
-    rule = st.one_of(st.tuples(st.sampled_from(COLUMNS), st.sampled_from(HOWS)).map(list),
-                     st.just(["*", "count"]))
-    spec: dict[str, Any] = {"aggregate": draw(st.dictionaries(
-        st.sampled_from(["n", "total", "low", "avg"]), rule, min_size=1, max_size=3))}
-    if draw(st.booleans()):
-        spec["group_by"] = draw(st.lists(st.sampled_from(COLUMNS), max_size=2, unique=True))
-    if draw(st.booleans()):
-        compare = st.tuples(st.sampled_from(COLUMNS), st.sampled_from(OPERATORS), VALUES)
-        member = st.tuples(st.sampled_from(COLUMNS), st.just("in"),
-                           st.lists(VALUES, max_size=3))
-        spec["filter"] = draw(st.lists(st.one_of(compare, member).map(list), max_size=2))
-    return spec
-
-
-SPEC_MISSES = st.sampled_from([
-    {"aggregate": {}}, {"aggregate": {"n": ["*", "sum"]}}, {"aggregate": {"n": ["id"]}},
-    {"aggregate": {"n": ["id", "median"]}}, {"aggregate": {"n": [3, "sum"]}},
-    {"aggregate": {"n": ["id", "sum"]}, "sort": "id"},
-    {"aggregate": {"n": ["id", "sum"]}, "map": 1},
-    {"aggregate": {"n": ["id", "sum"]}, "group_by": "country"},
-    {"aggregate": {"n": ["id", "sum"]}, "group_by": ["id", "id"]},
-    {"aggregate": {"n": ["id", "sum"]}, "group_by": ["nope"]},
-    {"aggregate": {"n": ["nope", "sum"]}},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", "~", 1]]},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", ">", [1]]]},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", "in", 1]]},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", "in", [[1]]]]},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [["nope", "==", 1]]},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [[1, "==", 1]]},
-    {"aggregate": {"n": ["id", "sum"]}, "filter": [["id", ">", 10**400]]},
-    {"aggregate": {"n": ["id", "sum"]}, "map": "team.not_registered"},
-])
+def sql_part_calls(draw: st.DrawFn, f: Files) -> dict[str, Any]:
+    """A part of one planned job: its query (its inline limit maybe lower, so that the
+    rows go to the file), slices of its input, and a part file to write."""
+    job = draw(st.sampled_from(f.jobs))
+    limit = draw(st.sampled_from([job.query["inline_limit"], 0, 256]))
+    return {"query": {**job.query, "inline_limit": limit}, "pieces": draw(sql_pieces(f, job)),
+            "destination": draw(part_destinations(f).valid)}
 
 
 @st.composite
-def assemble_parts(draw: st.DrawFn) -> list[dict[str, Any]]:
-    """What ``map_chunk`` returns, for group keys of 0 or 1 column (the spec may differ)."""
-    width = draw(st.sampled_from([0, 1]))
-    key = st.lists(st.sampled_from(["fr", "de", None]), min_size=width, max_size=width)
-    number = st.one_of(st.integers(0, 50), st.floats(-5, 5), st.none())
-    extreme = st.one_of(number, st.sampled_from(["fr", "de"]))
-    values = st.fixed_dictionaries({}, optional={
-        "amount|sum": number, "amount|count": st.integers(0, 9), "*|count": st.integers(0, 9),
-        "id|min": extreme, "id|max": extreme, "qty|sum": number, "qty|count": number})
-    part = st.fixed_dictionaries({
-        "hostname": st.sampled_from(["a@vm", "b@vm"]), "rows_in": st.integers(0, 9),
-        "rows_kept": st.integers(0, 9),
-        "partials": st.lists(st.tuples(key, values).map(list), max_size=3)})
-    return draw(st.lists(part, max_size=3))
+def sql_results(draw: st.DrawFn, job: SqlJob) -> list[dict[str, Any]]:
+    """The first parts' results of ``job``, each inline or as its file."""
+    count = draw(st.integers(1, len(job.inline)))
+    return [draw(st.sampled_from([job.inline[i], job.by_file[i]])) for i in range(count)]
 
 
-PARTS_MISSES = st.sampled_from([
-    {}, [{}], [None], [{"hostname": "a", "rows_in": -1, "rows_kept": 0, "partials": []}],
-    [{"hostname": "a", "rows_in": 1, "rows_kept": True, "partials": []}],
-    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[["fr"]]]}],
-    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[["fr"]], {}]]}],
-    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[], {"amount|nope": 1}]]}],
-    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[], {"amount|sum": "1"}]]}],
-    [{"hostname": "a", "rows_in": 1, "rows_kept": 1, "partials": [[[], {"id|min": [1]}]]}],
-    [{"hostname": 1, "rows_in": 1, "rows_kept": 1, "partials": []}],
-])
+@st.composite
+def sql_merge_calls(draw: st.DrawFn, f: Files) -> dict[str, Any]:
+    """The merge of one planned job: its parts' results, its merge, an output to write."""
+    job = draw(st.sampled_from(f.jobs))
+    return {"parts": draw(sql_results(job)), "merge": job.merge,
+            "output": draw(f.outputs(".csv", ".parquet", ".json", ".txt").valid)}
+
+
+def sql_examples(f: Files) -> dict[str, list[Call]]:
+    """Calls whose arguments must agree to reach a check (a query and its slices of the
+    same format, a merge and its parts' files), replayed on every run."""
+    csv, parquet = f.csv_job, f.parquet_job
+    target = f["out"] + "/sql-parts/part-00000.parquet"
+    answer = f["out"] + "/sql-answer.parquet"
+    odd = Path(f["sql"]) / "odd"
+    corrupt, other = str(odd / "corrupt"), str(odd / "other")
+    part_calls = [
+        ([csv.query, parquet.parts[0], target], {}),  # Parquet slices for a CSV query
+        ([parquet.query, csv.parts[0], target], {}),
+        ([{**csv.query, "dialect": {**csv.query["dialect"], "columns": {"line": "VARCHAR"},
+                                    "delim": "\x01"}, "sql": "SELECT * FROM __scan"},
+          [{"path": f["binary"], "bytes": [0, 1024]}], target], {}),
+        ([{**csv.query, "map": "team.not_registered"}, csv.parts[0], target], {}),
+        *(([{**job.query, "sql": sql}, job.parts[0], target], {})
+          for job in (csv, parquet) for sql in SQL_ESCAPES),
+    ]
+    first = [csv.inline[0]]
+    merge_calls = [
+        ([[{"hostname": "a", "inline": None, "file": corrupt + "/part-00000.parquet"}],
+          {**csv.merge, "folder": corrupt}, answer], {}),  # not Parquet
+        ([[{"hostname": "a", "inline": None, "file": other + "/part-00000.parquet"}],
+          {**csv.merge, "folder": other}, answer], {}),  # other columns
+        ([[csv.inline[0], f.jobs[-1].inline[0]], {**csv.merge, "schema": []}, answer], {}),
+        ([[csv.by_file[0]], {**csv.merge, "folder": csv.merge["folder"] + "/"}, answer], {}),
+        *(([first, {**csv.merge, "sql": sql}, answer], {}) for sql in SQL_ESCAPES),
+    ]
+    return {"compute.data.sql_part": part_calls, "compute.data.sql_merge": merge_calls}
 
 
 def tame_rounds(call: Call) -> Call:
@@ -376,6 +620,9 @@ class TaskCase:
     args: dict[str, Arg]
     tame: Callable[[Call], Call] | None = None
     worker_tame: Callable[[Call], Call] | None = None
+    #: Valid values of all the arguments at once, where they must agree (a part's query
+    #: and its slices); else each argument's ``valid`` is drawn on its own.
+    together: st.SearchStrategy[dict[str, Any]] | None = None
 
 
 def task_cases(f: Files) -> dict[str, TaskCase]:
@@ -430,30 +677,17 @@ def task_cases(f: Files) -> dict[str, TaskCase]:
             "rounds": Arg(st.one_of(st.integers(1, 1000), st.just(diag.MAX_ROUNDS)),
                           outside(1, diag.MAX_ROUNDS)),
         }, tame=tame_rounds),
-        "compute.data.map_chunk": TaskCase({
-            "source": f.inputs("csv", "parquet", wrong=("binary", "empty", "corpus")),
-            "chunk": Arg(
-                st.one_of(st.builds(lambda a, b: {"start": min(a, b), "end": max(a, b)},
-                                    st.integers(0, f.csv_size), st.integers(0, f.csv_size)),
-                          st.builds(lambda i: {"row_group": i}, st.integers(0, 2))),
-                st.sampled_from([{"row_group": 3}, {"start": 5, "end": 2}, {"start": 1},
-                                 {"start": -1, "end": 3}, {"row_group": 1.0}, {},
-                                 {"row_group": 0, "start": 0}, {"row_group": True}])),
-            "spec": Arg(specs(), SPEC_MISSES),
-            "schema": Arg(st.one_of(st.none(), st.dictionaries(
-                st.sampled_from(COLUMNS), st.sampled_from(
-                    ["int64", "string", "double", "bool", "binary", "nope", "list<int64>"]),
-                max_size=3)), st.sampled_from([[], "int64", {"id": 1}, {"id": None}])),
-        }),
-        "compute.data.assemble": TaskCase({
-            "parts": Arg(assemble_parts(), PARTS_MISSES),
-            "spec": Arg(st.one_of(specs(), st.sampled_from(
-                [{"aggregate": {"n": ["*", "count"]}},
-                 {"group_by": ["country"], "aggregate": {"total": ["amount", "sum"],
-                                                         "avg": ["amount", "mean"]}}])),
-                SPEC_MISSES),
+        "compute.data.sql_part": TaskCase({
+            "query": Arg(st.sampled_from([job.query for job in f.jobs]), query_misses(f)),
+            "pieces": Arg(st.one_of(sql_pieces(f, f.csv_job), sql_pieces(f, f.parquet_job)),
+                          piece_misses(f)),
+            "destination": part_destinations(f),
+        }, together=sql_part_calls(f)),
+        "compute.data.sql_merge": TaskCase({
+            "parts": Arg(st.sampled_from(f.jobs).flatmap(sql_results), result_misses(f)),
+            "merge": Arg(st.sampled_from([job.merge for job in f.jobs]), merge_misses(f)),
             "output": f.outputs(".csv", ".parquet", ".json", ".txt"),
-        }),
+        }, together=sql_merge_calls(f)),
         "compute.inference.embed_part": TaskCase({
             "corpus": f.inputs(heavy=("corpus",), wrong=("latin1", "binary")),
             "start": whole(0, 6), "end": whole(7, 12),
@@ -524,7 +758,8 @@ def calls(draw: st.DrawFn, task: Any, case: TaskCase) -> Call:
     if set(names) != set(case.args):
         raise AssertionError(f"{task.name}: strategies for {sorted(case.args)}, "
                              f"but the task takes {names}")
-    values = {n: draw(case.args[n].valid) for n in names}
+    values = (draw(case.together) if case.together is not None
+              else {n: draw(case.args[n].valid) for n in names})
     which = draw(st.sampled_from(["all_valid", "one_wrong", "one_wrong", "anything"]))
     if which == "one_wrong" and names:
         wrong = draw(st.sampled_from(names))
@@ -559,6 +794,22 @@ def calls(draw: st.DrawFn, task: Any, case: TaskCase) -> Call:
     return case.tame((args, kwargs)) if case.tame else (args, kwargs)
 
 
+def engine_prefixes(task: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """How ``compute.data``'s refusals from DuckDB (and from reading the files) begin: with
+    what they ran, the merge query or the files of 'pieces', not an argument's name. Allowed
+    until they name the argument ('merge', 'query', 'pieces') as every other refusal does."""
+    if task.name == "compute.data.sql_merge":
+        return (f"{task.name}: the merge query: ",)
+    if task.name != "compute.data.sql_part":
+        return ()
+    try:
+        pieces = args[1] if len(args) > 1 else kwargs["pieces"]
+        files = ", ".join(sorted({piece["path"] for piece in pieces}))[:300]
+        return (f"{task.name}: {files}: ", f"{task.name}: cannot read {pieces[0]['path']!r}: ")
+    except (LookupError, TypeError):
+        return ()
+
+
 def check_failure(task: Any, args: list[Any], kwargs: dict[str, Any], error: BaseException,
                   traceback: str | None = None) -> None:
     """``error`` is the validation error, naming the task and an argument."""
@@ -567,8 +818,10 @@ def check_failure(task: Any, args: list[Any], kwargs: dict[str, Any], error: Bas
         f"{call} raised {type(error).__name__}: {error}\n{traceback or ''}")
     message = str(error)
     assert message.startswith(f"{task.name}: "), f"{call}: names no task: {message}"
-    named = [f"'{p.name}'" for p in parameters(task)] + ["arguments", "the result"]
-    assert any(word in message for word in named), (
+    named = [f"'{p.name}{end}" for p in parameters(task) for end in ("'", ".")] + [
+        "arguments", "the result"]  # 'merge.folder': a field of argument 'merge'
+    assert any(word in message for word in named) or message.startswith(
+        engine_prefixes(task, args, kwargs)), (
         f"{call}: message names none of {named}: {message}")
 
 
@@ -635,33 +888,11 @@ def test_every_public_task_has_a_strategy(tmp_path):
 
 def regressions(f: Files) -> dict[str, list[Call]]:
     """Calls that once raised something else than InvalidArgument, replayed on every run."""
-    csv = [f["csv"], {"start": 0, "end": f.csv_size}]
-    count = {"aggregate": {"n": ["*", "count"]}}
-    part = {"hostname": "a", "rows_in": 1, "rows_kept": 1}
     tile = {"path": f["tile"], "box": [0, 0, 4, 3], "hostname": "a"}
     out = f["out"] + "/regression"
     return {
         "compute.diag.sleep": [([10**400], {})],  # OverflowError in math.isfinite
         "compute.diag.burn": [([-(10**400)], {})],
-        "compute.data.map_chunk": [
-            ([*csv, {"aggregate": {}}, None], {}),  # message named "data", not the task
-            ([f["csv"], {"start": "a", "end": 9}, count, None], {}),  # ValueError from int()
-            ([f["csv"], [0, 9], count, None], {}),  # TypeError
-            ([f["csv"], {"row_group": 0}, count, None], {}),  # ArrowInvalid: CSV as Parquet
-            ([None, {"row_group": 0}, count, None], {}),  # TypeError from fsspec
-            ([*csv, {"filter": [["country", ">", 3]], **count}, None], {}),  # Arrow: no kernel
-            ([*csv, {"filter": [["id", "in", 1]], **count}, None], {}),  # TypeError: pa.array(1)
-            ([*csv, {"aggregate": {"t": ["country", "sum"]}}, None], {}),  # ArrowNotImplemented
-            ([*csv, count, ["id"]], {}),  # AttributeError: list has no items()
-        ],
-        "compute.data.assemble": [
-            ([[], count, ""], {}),  # IsADirectoryError: "" is the working folder
-            ([[{**part, "partials": [[[], {"id|min": "fr"}]]},
-               {**part, "partials": [[[], {"id|min": 1}]]}],
-              {"aggregate": {"low": ["id", "min"]}}, out + ".csv"], {}),  # TypeError in min()
-            ([[{**part, "partials": [[["fr"], {}]]}], count, out + ".csv"], {}),  # ValueError
-            ([[{"rows_in": 1}], count, out + ".csv"], {}),  # KeyError
-        ],
         "compute.inference.embed_part": [([None, 0, 1, out], {})],  # TypeError from Path()
         "compute.inference.assemble_embeddings": [
             ([[], out], {}),  # ValueError: need at least one array to concatenate
@@ -706,7 +937,7 @@ def test_any_arguments_succeed_or_fail_with_the_validation_error(name, fuzz_app,
         check_outcome(task, args, kwargs, task.apply(args=args, kwargs=kwargs))
         ran.append(1)
 
-    for call in regressions(files).get(name, []):
+    for call in regressions(files).get(name, []) + sql_examples(files).get(name, []):
         one_call = example(call=call)(one_call)
     one_call()
 
@@ -777,6 +1008,8 @@ def test_a_real_worker_refuses_fuzzed_arguments_and_keeps_serving(app, workers, 
     tasks = public_tasks(app)
     sample = [(tasks[name], call) for name in PUBLIC_TASKS
               for call in draw_calls(tasks[name], cases[name], WORKER_CASES_PER_TASK)]
+    sample += [(tasks[name], call) for name, calls_ in sql_examples(safe).items()
+               for call in calls_]
 
     outcomes = run_on_worker(app, worker, sample)
     after = app.signature("compute.diag.noop").delay().get(timeout=30)
@@ -819,3 +1052,69 @@ def test_joined_embeddings_are_written_at_the_output_named(fuzz_app, files):
     joined = np.load(output)
     assert joined.shape == (10, DIM)
     assert (joined[:5] == 1).all() and (joined[5:] == 6).all()  # part-0 first: corpus order
+
+
+def test_the_planned_sql_jobs_run_on_the_tasks_and_answer_as_duckdb_does(fuzz_app, tmp_path):
+    """The fuzz's valid SQL arguments are valid: each job's parts and merge succeed (rows
+    inline, or in files when the inline limit is 0), and answer as DuckDB run whole."""
+    f = Files(tmp_path / "files")
+    part, merge = fuzz_app.tasks["compute.data.sql_part"], fuzz_app.tasks["compute.data.sql_merge"]
+    for number, job in enumerate(f.jobs):
+        query = {**job.query, "inline_limit": 0} if number % 2 else job.query
+        results = [part.apply(args=[query, pieces, result["file"]]).get()
+                   for pieces, result in zip(job.parts, job.by_file, strict=True)]
+        output = tmp_path / f"answer-{number}.parquet"
+
+        done = merge.apply(args=[results, job.merge, str(output)]).get()
+
+        whole = duckdb.sql(job.text).fetchall()
+        got = [tuple(row.values()) for row in pq.read_table(output).to_pylist()]
+        ordered = "ORDER BY" in job.text
+        assert (got if ordered else sorted(got, key=repr)) == (
+            whole if ordered else sorted(whole, key=repr)), job.text
+        assert done["parts"] == len(job.parts) and done["rows"] == len(whole)
+        assert done["by_file"] == (len(job.parts) if number % 2 else 0)
+        assert not Path(job.merge["folder"]).exists() or not number % 2  # tidied
+
+
+@pytest.mark.parametrize("sql", list(SQL_ESCAPES))
+def test_sql_reads_and_writes_only_the_files_its_arguments_name(sql, fuzz_app, files):
+    """A part's or a merge's SQL cannot read, write, attach or load anything else, nor
+    unlock DuckDB: a one-line refusal naming the task."""
+    job = files.csv_job
+    part = fuzz_app.tasks["compute.data.sql_part"].apply(
+        args=[{**job.query, "sql": sql}, job.parts[0], files["out"] + "/esc/part-00000.parquet"])
+    merge = fuzz_app.tasks["compute.data.sql_merge"].apply(
+        args=[[job.inline[0]], {**job.merge, "sql": sql}, files["out"] + "/esc.parquet"])
+
+    for task, outcome in (("compute.data.sql_part", part), ("compute.data.sql_merge", merge)):
+        assert outcome.state == "FAILURE"
+        assert isinstance(outcome.result, InvalidArgument), repr(outcome.result)
+        message = str(outcome.result)
+        assert message.startswith(f"{task}: ") and "\n" not in message
+        assert SQL_ESCAPES[sql] in message, message
+        assert "root:" not in message  # nothing of /etc/passwd
+    assert not Path("/tmp/idle-accel-fuzz.csv").exists()
+    assert not Path("/tmp/idle-accel-fuzz.db").exists()
+
+
+#: SQL without a statement: DuckDB runs nothing and returns no result.
+NO_STATEMENT = [";", " ", "-- only a comment", "/* only a comment */"]
+
+
+@pytest.mark.xfail(strict=True, reason="compute.data runs SQL without a statement and fails "
+                   "on its missing result: \"'NoneType' object has no attribute "
+                   "'to_arrow_table'\"; once fixed, move these calls to regressions()")
+@pytest.mark.parametrize("sql", NO_STATEMENT)
+def test_sql_without_a_statement_is_refused_naming_the_argument(sql, fuzz_app, files):
+    job = files.csv_job
+    part = fuzz_app.tasks["compute.data.sql_part"].apply(
+        args=[{**job.query, "sql": sql}, job.parts[0], files["out"] + "/none/part-00000.parquet"])
+    merge = fuzz_app.tasks["compute.data.sql_merge"].apply(
+        args=[[job.inline[0]], {**job.merge, "sql": sql}, files["out"] + "/none.parquet"])
+
+    for outcome in (part, merge):
+        assert outcome.state == "FAILURE"
+        assert isinstance(outcome.result, InvalidArgument)
+        assert "NoneType" not in str(outcome.result), str(outcome.result)
+        assert "'query'" in str(outcome.result) or "'merge'" in str(outcome.result)
