@@ -157,6 +157,25 @@ def spec_to_sql(source: str, spec: dict[str, Any]) -> str:
 
 # ---- the arguments a part or the merge accepts ---------------------------------------
 
+def one_select(task: str, arg: str, sql: str) -> str:
+    """``sql`` if it is exactly one SELECT statement (what the planner writes), else
+    InvalidArgument: no empty text or comment, no SET, CREATE or second statement."""
+    import duckdb
+
+    where = f"{task}: argument '{arg}': 'sql'"
+    if not 0 < len(sql) <= MAX_SQL:
+        raise InvalidArgument(f"{where} must be 1 to {MAX_SQL} characters")
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise InvalidArgument(f"{where} is not SQL: {duck.one_line(error)}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        kinds = [statement.type.name for statement in statements]
+        raise InvalidArgument(f"{where} must be exactly one SELECT statement; got "
+                              f"{kinds or 'none'}")
+    return sql
+
+
 def check_query(task: str, query: Any) -> dict[str, Any]:
     """A part's query: ``{"sql", "format", "dialect", "small_files", "inline_limit"}``
     (and ``"map"``), as ``compute.plans.sql`` makes it."""
@@ -164,8 +183,7 @@ def check_query(task: str, query: Any) -> dict[str, Any]:
     query = validate.records(task, "query", [query], {
         "sql": str, "format": str, "dialect": (dict, type(None)), "small_files": list,
         "inline_limit": int})[0]
-    if not 0 < len(query["sql"]) <= MAX_SQL:
-        raise InvalidArgument(f"{where}: 'sql' must be 1 to {MAX_SQL} characters")
+    one_select(task, "query", query["sql"])
     if query["format"] not in ("parquet", "csv") or (query["format"] == "csv") != bool(
             query["dialect"]):
         raise InvalidArgument(f"{where}: 'format' must be parquet (no dialect) or csv (with "
@@ -239,13 +257,13 @@ def run_part(query: dict[str, Any], pieces: list[dict[str, Any]], task: str = "d
                 connection.execute(f"CREATE TEMP VIEW {SCAN} AS {scan}")
             return connection.execute(query["sql"]).to_arrow_table()
         except (OSError, pa.ArrowException) as error:
-            raise InvalidArgument(f"{task}: cannot read {pieces[0]['path']!r}: "
-                                  f"{error}") from None
+            raise InvalidArgument(f"{task}: argument 'pieces': cannot read "
+                                  f"{pieces[0]['path']!r}: {error}") from None
         except InvalidArgument:
             raise
         except Exception as error:  # duckdb.Error: bad rows, types, missing files
-            files = sorted({p["path"] for p in pieces})
-            raise duck.engine_error(f"{task}: {', '.join(files)[:300]}", error) from None
+            files = ", ".join(sorted({p["path"] for p in pieces}))[:300]
+            raise duck.engine_error(f"{task}: argument 'query' over {files}", error) from None
         finally:
             connection.close()
 
@@ -291,9 +309,7 @@ def check_merge(task: str, merge: Any) -> dict[str, Any]:
     """``{"sql", "schema": [[name, arrow type], ...], "folder"}`` as plans.sql makes it."""
     merge = validate.records(task, "merge", [merge], {"sql": str, "schema": list,
                                                       "folder": str})[0]
-    if not 0 < len(merge["sql"]) <= MAX_SQL:
-        raise InvalidArgument(f"{task}: argument 'merge': 'sql' must be 1 to {MAX_SQL} "
-                              "characters")
+    one_select(task, "merge", merge["sql"])
     if not all(isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) for x in f)
                for f in merge["schema"]):
         raise InvalidArgument(f"{task}: argument 'merge': 'schema' must be [[name, type], "
@@ -368,7 +384,8 @@ def run_merge(tables: list[pa.Table], sql: str, task: str = "data") -> pa.Table:
         except InvalidArgument:
             raise
         except Exception as error:  # duckdb.Error
-            raise duck.engine_error(f"{task}: the merge query", error) from None
+            raise duck.engine_error(f"{task}: argument 'merge': the merge query",
+                                    error) from None
         finally:
             connection.close()
 

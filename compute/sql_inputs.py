@@ -79,9 +79,13 @@ def source_of(table: exp.Expression) -> Source:
     text = text if len(text) <= 80 else text[:77] + "..."
     inner = table.this if isinstance(table, exp.Table) else table
     if isinstance(inner, exp.Identifier):
-        if not inner.quoted and "." not in inner.name:
-            raise InvalidArgument(f"sql: FROM {inner.name}: name a file, like "
-                                  f"FROM '{inner.name}.parquet'")
+        if not inner.quoted:
+            parts = [table.args[k].name for k in ("catalog", "db")
+                     if isinstance(table, exp.Table) and table.args.get(k) is not None]
+            name = ".".join([*parts, inner.name])
+            like = name if parts else f"{name}.parquet"
+            raise InvalidArgument(f"sql: FROM {name}: name a file in quotes, like "
+                                  f"FROM '{like}'")
         paths, kind = [inner.name], None
     elif isinstance(inner, exp.Func):
         name = (inner.this if isinstance(inner, exp.Anonymous) else inner.sql_name()).lower()

@@ -280,7 +280,7 @@ def test_a_table_names_its_files_and_format(data_files, table, format_, names):
 
 
 @pytest.mark.parametrize(("table", "says"), [
-    ("sales", "FROM sales: name a file, like FROM 'sales.parquet'"),
+    ("sales", "FROM sales: name a file in quotes, like FROM 'sales.parquet'"),
     ("read_csv('{d}/a.csv', header = true)",
      "options to read_csv() are not supported; the CSV dialect and types are detected"),
     ("read_parquet('{d}/a.parquet', filename = true)", "options to read_parquet() are not"),
@@ -305,9 +305,6 @@ def test_a_table_that_names_no_files_is_refused_saying_what_to_write(data_files,
     assert says.format(d=data_files) in message
 
 
-@pytest.mark.xfail(strict=True, reason="source_of's hint takes the last part of a dotted "
-                   "name: 'FROM sales.parquet' gets \"FROM parquet: name a file, like FROM "
-                   "'parquet.parquet'\"")
 def test_an_unquoted_file_name_gets_the_hint_to_quote_it():
     with pytest.raises(InvalidArgument) as refused:
         sql_inputs.source_of(table_of("SELECT * FROM sales.parquet"))

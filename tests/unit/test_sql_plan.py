@@ -42,7 +42,9 @@ def test_unknown_columns_files_and_type_errors_are_named(sales, tmp_path):
     assert '"price"' in refused(f"SELECT sum(price) FROM '{sales}'")
     assert "does not exist" in refused(f"SELECT * FROM '{tmp_path}/missing.parquet'")
     assert "sum(VARCHAR)" in refused(f"SELECT sum(country) FROM '{sales}'")
-    assert "name a file, like FROM 'sales.parquet'" in refused("SELECT * FROM sales")
+    assert "name a file in quotes, like FROM 'sales.parquet'" in refused("SELECT * FROM sales")
+    assert "FROM sales.parquet: name a file in quotes, like FROM 'sales.parquet'" in refused(
+        "SELECT * FROM sales.parquet")
 
 
 @pytest.mark.parametrize(("query", "named"), [
