@@ -196,6 +196,9 @@ def _split_rows(select: exp.Select) -> tuple[exp.Select, exp.Select]:
         if isinstance(key, exp.Column) and not key.table and key.name in names:
             merge_order.append(ordered.copy())
             continue
+        if isinstance(key, exp.Literal) and key.is_int:  # a position: the same column there
+            merge_order.append(ordered.copy())
+            continue
         if select.args.get("distinct"):  # DuckDB itself requires these to be selected
             merge_order.append(ordered.copy())
             continue

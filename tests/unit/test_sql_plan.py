@@ -142,3 +142,23 @@ def test_inputs_behind_an_fsspec_url_are_read_through_fsspec(sales, fmt):
     assert got.to_pylist() == [{"country": None, "total": 25000.0, "n": 1000},
                                {"country": "de", "total": 30000.0, "n": 1000},
                                {"country": "fr", "total": 10500.0, "n": 2000}]
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT qty, amount FROM '{}' ORDER BY 2 DESC NULLS LAST, 1 LIMIT 7 OFFSET 3",
+    "SELECT qty * 2 AS qty, country FROM '{}' ORDER BY qty DESC, country NULLS FIRST LIMIT 5",
+    "SELECT country, qty FROM '{}' ORDER BY amount NULLS FIRST, qty, country LIMIT 9",
+    "SELECT sum(qty), country FROM '{}' GROUP BY 2 ORDER BY 1 DESC, 2 NULLS LAST",
+])
+def test_order_by_position_alias_or_an_unselected_column(tmp_path, query):
+    rows = 3000
+    table = pa.table({"country": [("fr", "de", None)[i % 3] for i in range(rows)],
+                      "amount": [(i * 7919) % 10007 / 10 for i in range(rows)],
+                      "qty": [(i * 31) % 97 for i in range(rows)]})
+    pq.write_table(table, tmp_path / "ordered.parquet", row_group_size=200)
+    query = query.format(tmp_path / "ordered.parquet")
+
+    got, plan = run_split(query, str(tmp_path / "out.csv"), part_bytes=500)
+
+    assert len(plan.parts) >= 4
+    assert_same_answer(got, run_whole(query), ordered=True)
