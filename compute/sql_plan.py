@@ -134,6 +134,14 @@ def _scan_table(connection: Any, scan: sql_inputs.Source, dialect: dict[str, Any
         columns = ", ".join(f'"{name}" {kind}' for name, kind in dialect["columns"].items())
         connection.execute(f"CREATE TEMP TABLE {sql_rewrite.SCAN} ({columns})")
         return
+    if sql_inputs.is_local(scan.files[0]):  # DuckDB's own reading, as the parts will do
+        first = sql_inputs.quote(sql_inputs.local_path(scan.files[0]))
+        try:
+            connection.execute(f"CREATE TEMP TABLE {sql_rewrite.SCAN} AS "
+                               f"SELECT * FROM read_parquet({first}) LIMIT 0")
+        except Exception as error:  # duckdb.Error: not Parquet
+            raise duck.engine_error(f"sql: {scan.text}: {scan.files[0]!r}", error) from None
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
