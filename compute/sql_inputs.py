@@ -204,6 +204,11 @@ def reader(source: Source, dialect: dict[str, Any] | None) -> str:
 
 # ---- splitting the scanned table into parts ----------------------------------------
 
+def stored_bytes(group: Any) -> int:
+    """A row group's bytes in the file (compressed), from its column chunks' metadata."""
+    return sum(group.column(i).total_compressed_size for i in range(group.num_columns))
+
+
 def parquet_pieces(source: Source, part_bytes: int) -> list[list[dict[str, Any]]]:
     """Parts of whole row groups: ``{"path", "groups": [a, b], "rows": [r0, r1]}`` pieces."""
     import pyarrow as pa
@@ -222,7 +227,8 @@ def parquet_pieces(source: Source, part_bytes: int) -> list[list[dict[str, Any]]
         row = 0
         for index in range(meta.num_row_groups):
             group = meta.row_group(index)
-            if current and size + group.total_byte_size > part_bytes:
+            stored = stored_bytes(group)
+            if current and size + stored > part_bytes:
                 parts.append(current)
                 current, size = [], 0
             last = current[-1] if current else None
@@ -232,7 +238,7 @@ def parquet_pieces(source: Source, part_bytes: int) -> list[list[dict[str, Any]]
             else:
                 current.append({"path": path, "groups": [index, index + 1],
                                 "rows": [row, row + group.num_rows]})
-            size += group.total_byte_size
+            size += stored
             row += group.num_rows
     if current:
         parts.append(current)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from compute import sql_inputs
 from compute.errors import InvalidArgument
-from compute.sql_inputs import Source
+from compute.sql_inputs import Source, stored_bytes
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -150,13 +150,13 @@ def check_parquet_parts(source: Source, parts: list[list[dict]], part_bytes: int
             before = sum(meta.row_group(i).num_rows for i in range(first))
             inside = sum(meta.row_group(i).num_rows for i in range(first, last))
             assert piece["rows"] == [before, before + inside]
-            size += sum(meta.row_group(i).total_byte_size for i in range(first, last))
+            size += sum(stored_bytes(meta.row_group(i)) for i in range(first, last))
         groups = sum(p["groups"][1] - p["groups"][0] for p in part)
         assert size <= part_bytes or groups == 1
         sizes.append(size)
     for size, following in zip(sizes, parts[1:], strict=False):  # greedy: nothing more fit
         piece = following[0]
-        first = metas[piece["path"]].row_group(piece["groups"][0]).total_byte_size
+        first = stored_bytes(metas[piece["path"]].row_group(piece["groups"][0]))
         assert size + first > part_bytes
     for path, meta in metas.items():  # each row exactly once, in order
         spans = [p["rows"] for part in parts for p in part if p["path"] == path]
