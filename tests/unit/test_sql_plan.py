@@ -135,7 +135,7 @@ def test_inputs_behind_an_fsspec_url_are_read_through_fsspec(sales, fmt):
     query = ("SELECT country, sum(amount) AS total, count(*) AS n FROM "
              f"'memory://sql-test/*.{fmt}' GROUP BY country ORDER BY country NULLS FIRST")
 
-    got, plan = run_split(query, "/tmp/out.csv", part_bytes=2_000)
+    got, plan = run_split(query, "/tmp/out.csv", part_bytes=400)
 
     assert len(plan.parts) >= 4
     assert all(p["path"].startswith("memory://") for part in plan.parts for p in part)
