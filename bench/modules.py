@@ -17,7 +17,6 @@ steady state a long-running volunteer sees.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
@@ -29,12 +28,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _fleet import idle_workers
+
 from compute import plans, render
 from compute.app import create_app
 from compute.settings import Settings
-from worker.idle import hostfile
 from worker.local.redis_server import RedisServer
-from worker.local.worker_process import WorkerProcess
 
 LOCAL_RENDER = """
 import sys, time
@@ -51,27 +50,6 @@ print(time.perf_counter() - started)
 SPEC = {"filter": [["amount", ">", 20.0]], "group_by": ["country"],
         "aggregate": {"total": ["amount", "sum"], "avg": ["amount", "mean"],
                       "rows": ["*", "count"]}}
-
-
-@contextlib.contextmanager
-def fleet(count: int, workdir: Path, env: dict, app):
-    processes = []
-    try:
-        for index in range(count):
-            name = f"bench-{count}-{index}"
-            owner = workdir / f"{name}.owner"
-            hostfile.write(owner, {"state": "idle", "at": time.time()})
-            process = WorkerProcess(name, env=env, log_path=workdir / f"{name}.log",
-                                    args=["--concurrency", "1", "--sensor", f"file:{owner}",
-                                          "--sensor-max-age", "0", "--idle-after", "0",
-                                          "--loglevel", "WARNING"]).start()
-            processes.append(process)
-        for process in processes:
-            process.wait_ready(app)
-        yield processes
-    finally:
-        for process in processes:
-            process.stop()
 
 
 def timed(app, job) -> float:
@@ -154,7 +132,7 @@ def main() -> None:
         # never share a process here): 1 worker uses one core, 2 use two.
         for module in ("render", "embed", "csv", "parquet"):
             for count in (1, 2):
-                with fleet(count, workdir, {**env, "IDLE_ACCEL_TASK_THREADS": "1"}, app):
+                with idle_workers(count, workdir, {**env, "IDLE_ACCEL_TASK_THREADS": "1"}, app):
                     warm(app, workdir, module, str(corpus), count)
                     figures[(module, count)] = measure(app, workdir, module, count, settings,
                                                        str(corpus), docs, rows)

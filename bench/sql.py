@@ -81,10 +81,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _fleet import idle_workers
+
 from compute import data, duck, plans, sql_plan
 from compute.app import create_app
 from compute.settings import Settings
-from worker.idle import hostfile
 from worker.local.redis_server import RedisServer
 from worker.local.worker_process import WorkerProcess
 
@@ -363,28 +364,6 @@ class RssSampler:
             self._thread.join()
 
 
-@contextlib.contextmanager
-def fleet(count: int, workdir: Path, env: dict[str, str], app: Any
-          ) -> Iterator[list[WorkerProcess]]:
-    processes = []
-    try:
-        for index in range(count):
-            name = f"sql-{count}-{index}"
-            owner = workdir / f"{name}.owner"
-            hostfile.write(owner, {"state": "idle", "at": time.time()})
-            processes.append(WorkerProcess(
-                name, env=env, log_path=workdir / f"{name}.log",
-                args=["--concurrency", "1", "--sensor", f"file:{owner}",
-                      "--sensor-max-age", "0", "--idle-after", "0",
-                      "--loglevel", "WARNING"]).start())
-        for process in processes:
-            process.wait_ready(app, timeout=60)
-        yield processes
-    finally:
-        for process in processes:
-            process.stop()
-
-
 def run_job(app: Any, sql: str, output: Path, part_bytes: int) -> tuple[dict, float]:
     """The merge's result and the seconds spent planning and sending."""
     started = time.perf_counter()
@@ -590,7 +569,7 @@ def main() -> None:
         for count in (1, 2):
             engine = f"idle-accel {count} worker{'s' if count > 1 else ''}"
             started = time.perf_counter()
-            with fleet(count, workdir, env, app) as workers:
+            with idle_workers(count, workdir, env, app, prefix="sql") as workers:
                 run_job(app, QUERIES["q1"].format(src=f"'{warm_file}'"),
                         workdir / f"warm-{count}.parquet", 1)
                 print(f"  ({engine} up and warmed in {time.perf_counter() - started:.1f} s)",
