@@ -380,12 +380,12 @@ def tiny_parquet(path: Path, groups: int) -> None:
     pq.write_table(table, path, row_group_size=1000)
 
 
-def in_process_parts(sql: str, output: Path, threads: int, part_bytes: int = 1
+def in_process_parts(sql: str, threads: int, part_bytes: int = 1
                      ) -> tuple[int, float, float, float]:
     """Parts, then seconds: planning, every part's ``run_part`` and the merge, in this process."""
     with mock.patch.dict(os.environ, {"IDLE_ACCEL_TASK_THREADS": str(threads)}):
         started = time.perf_counter()
-        planned = sql_plan.plan(sql, str(output), part_bytes=part_bytes)
+        planned = sql_plan.plan(sql, part_bytes=part_bytes)
         plan_s = time.perf_counter() - started
         query = {"sql": planned.part_sql, "format": planned.format,
                  "dialect": planned.dialect, "small_files": planned.small_files,
@@ -409,7 +409,7 @@ def part_overhead(app: Any, workdir: Path, groups: int, rounds: int) -> dict[str
         started = time.perf_counter()
         result, _ = run_job(app, sql, workdir / f"tiny-{n}.parquet", 1)
         walls.append(time.perf_counter() - started)
-        locals_.append(in_process_parts(sql, workdir / f"tiny-local-{n}.parquet", 1))
+        locals_.append(in_process_parts(sql, 1))
     parts = locals_[0][0]
     assert result["parts"] == parts, (result, parts)
     wall = statistics.median(walls)
@@ -611,7 +611,7 @@ def main() -> None:
     if "parquet" in kinds:
         q2 = QUERIES["q2"].format(src=source(folder, "parquet"))
         for mib in sorted({args.part_mib, *sweep}):
-            in_process[mib] = min((in_process_parts(q2, workdir / "local.parquet", 1,
+            in_process[mib] = min((in_process_parts(q2, 1,
                                                     mib * 2**20) for _ in range(args.repeat)),
                                   key=lambda found: found[2])
         one_thread = duckdb.connect(config={"threads": 1})

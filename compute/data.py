@@ -35,9 +35,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from compute import duck, sql_inputs, validate
+from compute.duck import PARTIALS, SCAN
 from compute.errors import InvalidArgument
 from compute.sdk import compute_task
-from compute.sql_rewrite import PARTIALS, SCAN
 
 AGGREGATIONS = {"sum": "sum", "count": "count", "min": "min", "max": "max", "mean": "avg"}
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
@@ -293,7 +293,7 @@ def sql_part(self, query: dict, pieces: list, destination: str) -> dict:
         return result
     try:
         fs, bare = fsspec.core.url_to_fs(destination)
-        fs.makedirs(fs._parent(bare), exist_ok=True)
+        fs.makedirs(bare.rsplit("/", 1)[0], exist_ok=True)
         with fs.open(bare, "wb") as handle:
             pq.write_table(table, handle)
     except (OSError, ValueError, pa.ArrowException) as exc:

@@ -18,6 +18,10 @@ import psutil
 
 from compute.errors import InvalidArgument
 
+#: The tables of a SQL job: a part's slice of the input, and every part's rows at the merge.
+SCAN = "__scan"
+PARTIALS = "__partials"
+
 
 def share_of_machine() -> tuple[int, int]:
     """Threads and bytes of memory for one task: the threads the worker gave each pool

@@ -33,7 +33,7 @@ def sql(app: Celery, query: str, output: str, *,
         map_name: str | None = None) -> jobs.Job:
     """One SELECT over Parquet/CSV files, split across volunteers (see ``compute.data``)."""
     output = _absolute(output)
-    planned = sql_plan.plan(query, output, part_bytes=part_bytes, small_bytes=small_bytes,
+    planned = sql_plan.plan(query, part_bytes=part_bytes, small_bytes=small_bytes,
                             map_name=map_name)
     folder = sql_plan.output_folder(output, uuid.uuid4().hex[:12])
     queue = _queue(False, region)

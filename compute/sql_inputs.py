@@ -17,12 +17,14 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-from sqlglot import exp
 
 from compute.errors import InvalidArgument
+
+if TYPE_CHECKING:  # sqlglot is for planning: a worker never imports it
+    from sqlglot import exp
 
 DEFAULT_PART_BYTES = 64 * 1024 * 1024
 #: A joined table is shipped to every part: at most this many bytes of files.
@@ -63,6 +65,8 @@ def file_format(path: str) -> str:
 
 
 def _literal_paths(node: exp.Expression, text: str) -> list[str]:
+    from sqlglot import exp
+
     if isinstance(node, exp.Literal) and node.is_string:
         return [node.this]
     if isinstance(node, exp.Array) and node.expressions and all(
@@ -73,6 +77,8 @@ def _literal_paths(node: exp.Expression, text: str) -> list[str]:
 
 def source_of(table: exp.Expression) -> Source:
     """The files a table expression of the query reads (globs expanded, paths absolute)."""
+    from sqlglot import exp
+
     from compute.sql_rewrite import DIALECT
 
     text = table.sql(dialect=DIALECT)

@@ -78,7 +78,7 @@ def _describe(connection: Any, sql: str, where: str) -> tuple[list[str], list[st
     return [row[0] for row in rows], [row[1] for row in rows]
 
 
-def plan(query: str, output: str, *, part_bytes: int = sql_inputs.DEFAULT_PART_BYTES,
+def plan(query: str, *, part_bytes: int = sql_inputs.DEFAULT_PART_BYTES,
          small_bytes: int = sql_inputs.DEFAULT_SMALL_BYTES,
          map_name: str | None = None) -> SqlPlan:
     """Check ``query`` and split it. ``map_name``: a registered Arrow function the parts
@@ -120,7 +120,7 @@ def plan(query: str, output: str, *, part_bytes: int = sql_inputs.DEFAULT_PART_B
                                  if source.format == "csv" else None)
                 table.replace(_reader_table(source, small_dialect, table))
             _scan_table(connection, scan, dialect)
-            return _bind(connection, select, scan, dialect, small_files, output,
+            return _bind(connection, select, scan, dialect, small_files,
                          part_bytes, map_name)
         finally:
             connection.close()
@@ -132,12 +132,12 @@ def _scan_table(connection: Any, scan: sql_inputs.Source, dialect: dict[str, Any
     if scan.format == "csv":
         assert dialect is not None
         columns = ", ".join(f'"{name}" {kind}' for name, kind in dialect["columns"].items())
-        connection.execute(f"CREATE TEMP TABLE {sql_rewrite.SCAN} ({columns})")
+        connection.execute(f"CREATE TEMP TABLE {duck.SCAN} ({columns})")
         return
     if sql_inputs.is_local(scan.files[0]):  # DuckDB's own reading, as the parts will do
         first = sql_inputs.quote(sql_inputs.local_path(scan.files[0]))
         try:
-            connection.execute(f"CREATE TEMP TABLE {sql_rewrite.SCAN} AS "
+            connection.execute(f"CREATE TEMP TABLE {duck.SCAN} AS "
                                f"SELECT * FROM read_parquet({first}) LIMIT 0")
         except Exception as error:  # duckdb.Error: not Parquet
             raise duck.engine_error(f"sql: {scan.text}: {scan.files[0]!r}", error) from None
@@ -154,18 +154,18 @@ def _scan_table(connection: Any, scan: sql_inputs.Source, dialect: dict[str, Any
         raise InvalidArgument(f"sql: {scan.text}: {scan.files[0]!r} is not readable Parquet: "
                               f"{exc}") from None
     connection.register("__scan_schema", schema.empty_table())
-    connection.execute(f"CREATE TEMP TABLE {sql_rewrite.SCAN} AS SELECT * FROM __scan_schema")
+    connection.execute(f"CREATE TEMP TABLE {duck.SCAN} AS SELECT * FROM __scan_schema")
 
 
 def _bind(connection: Any, select: exp.Select, scan: sql_inputs.Source,
-          dialect: dict[str, Any] | None, small_files: list[str], output: str,
+          dialect: dict[str, Any] | None, small_files: list[str],
           part_bytes: int, map_name: str | None) -> SqlPlan:
     whole = select.copy()
     alias = whole.args["from_"].this.args.get("alias")
-    whole.args["from_"].set("this", exp.Table(this=exp.to_identifier(sql_rewrite.SCAN),
+    whole.args["from_"].set("this", exp.Table(this=exp.to_identifier(duck.SCAN),
                                               alias=alias))
     columns = {row[0] for row in connection.execute(
-        f"DESCRIBE {sql_rewrite.SCAN}").fetchall()}
+        f"DESCRIBE {duck.SCAN}").fetchall()}
     if map_name is None:
         names, types = _describe(connection, whole.sql(dialect=DIALECT), "sql")
     else:
@@ -174,7 +174,7 @@ def _bind(connection: Any, select: exp.Select, scan: sql_inputs.Source,
                               names if split_needs_names(select) else None)
     if map_name is None:
         _describe(connection, split.part_sql(), "sql (part query)")
-        connection.execute(f"CREATE TEMP TABLE {sql_rewrite.PARTIALS} AS "
+        connection.execute(f"CREATE TEMP TABLE {duck.PARTIALS} AS "
                            f"SELECT * FROM ({split.part_sql()}) LIMIT 0")
         merge_sql = split.merge_sql()
         got_names, got_types = _describe(connection, merge_sql, "sql (merge query)")
@@ -186,7 +186,7 @@ def _bind(connection: Any, select: exp.Select, scan: sql_inputs.Source,
             want = list(zip(names, types, strict=False))
             raise NotSplittable(f"sql: the split query answers {got} instead of {want}; "
                                 "it is not split")
-        schema = connection.execute(f"SELECT * FROM {sql_rewrite.PARTIALS}"
+        schema = connection.execute(f"SELECT * FROM {duck.PARTIALS}"
                                     ).to_arrow_table().schema
         partial_schema = [[f.name, str(f.type)] for f in schema]
     else:

@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
+from compute.duck import PARTIALS, SCAN
 from compute.errors import InvalidArgument
 
-SCAN = "__scan"
-PARTIALS = "__partials"
 DIALECT = "duckdb"
 
 #: Aggregates that split: how the merge query combines each part's value.

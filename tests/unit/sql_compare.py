@@ -13,9 +13,9 @@ import pyarrow as pa
 from compute import data, sql_plan
 
 
-def run_split(query: str, output: str, **options: Any) -> tuple[pa.Table, sql_plan.SqlPlan]:
+def run_split(query: str, **options: Any) -> tuple[pa.Table, sql_plan.SqlPlan]:
     """The split job's answer: every part, then the merge, as the tasks run them."""
-    plan = sql_plan.plan(query, output, **options)
+    plan = sql_plan.plan(query, **options)
     shared = {"sql": plan.part_sql, "format": plan.format, "dialect": plan.dialect,
               "small_files": plan.small_files}
     tables = [data.run_part(shared, pieces) for pieces in plan.parts]

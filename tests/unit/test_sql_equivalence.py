@@ -121,7 +121,7 @@ def test_random_queries_equal_one_duckdb_process(files, fmt, data):
     shape = data.draw(st.sampled_from([aggregate_query, row_query]))
     query, ordered = data.draw(shape(files[fmt]))
 
-    got, plan = run_split(query, files["out"], part_bytes=20_000)
+    got, plan = run_split(query, part_bytes=20_000)
 
     assert len(plan.parts) >= 3
     assert_same_answer(got, run_whole(query), ordered=ordered)
@@ -133,7 +133,7 @@ def test_a_small_table_joined_to_every_part(files, fmt):
              f"FROM '{files[fmt]}' t JOIN '{files['dim']}' d ON t.g = d.g "
              f"WHERE t.k > 0 GROUP BY d.label ORDER BY d.label")
 
-    got, plan = run_split(query, files["out"], part_bytes=20_000)
+    got, plan = run_split(query, part_bytes=20_000)
 
     assert len(plan.parts) >= 3 and plan.small_files == [files["dim"]]
     assert_same_answer(got, run_whole(query), ordered=True)
@@ -145,6 +145,6 @@ def test_left_join_and_a_subquery_over_the_small_table(files):
              f"WHERE t.g NOT IN (SELECT g FROM '{files['dim']}' WHERE label = 'Italy') "
              f"GROUP BY ALL")
 
-    got, _ = run_split(query, files["out"], part_bytes=20_000)
+    got, _ = run_split(query, part_bytes=20_000)
 
     assert_same_answer(got, run_whole(query), ordered=False)

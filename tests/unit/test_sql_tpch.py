@@ -28,7 +28,7 @@ REFUSED = {
 
 
 @pytest.fixture(scope="module")
-def tpch(tmp_path_factory) -> tuple[dict[int, str], str]:
+def tpch(tmp_path_factory) -> dict[int, str]:
     folder = tmp_path_factory.mktemp("tpch")
     extension = os.path.join(os.path.dirname(tpch_package.__file__), "extensions",
                              f"v{duckdb.__version__}", "tpch.duckdb_extension")
@@ -43,7 +43,7 @@ def tpch(tmp_path_factory) -> tuple[dict[int, str], str]:
         queries = dict(connection.execute("SELECT query_nr, query FROM tpch_queries()"
                                           ).fetchall())
     return {number: _on_files(query, tables, str(folder))
-            for number, query in queries.items()}, str(folder)
+            for number, query in queries.items()}
 
 
 def _on_files(query: str, tables: list[str], folder: str) -> str:
@@ -59,9 +59,9 @@ def _on_files(query: str, tables: list[str], folder: str) -> str:
 
 @pytest.mark.parametrize("number", sorted(SPLIT))
 def test_decomposable_tpch_queries_equal_one_duckdb_process(tpch, number):
-    queries, folder = tpch
+    queries = tpch
 
-    got, plan = run_split(queries[number], f"{folder}/out.parquet", part_bytes=30_000,
+    got, plan = run_split(queries[number], part_bytes=30_000,
                           small_bytes=SMALL_BYTES)
 
     assert len(plan.parts) >= 2
@@ -69,11 +69,11 @@ def test_decomposable_tpch_queries_equal_one_duckdb_process(tpch, number):
 
 
 def test_every_other_tpch_query_is_refused_in_one_line_naming_why(tpch):
-    queries, folder = tpch
+    queries = tpch
     refused: dict[str, set[int]] = {}
     for number in sorted(set(queries) - SPLIT):
         with pytest.raises(InvalidArgument) as caught:
-            run_split(queries[number], f"{folder}/out.parquet", small_bytes=SMALL_BYTES)
+            run_split(queries[number], small_bytes=SMALL_BYTES)
         message = str(caught.value)
         assert "\n" not in message and message.startswith("sql: ")
         reason = next((r for r in REFUSED if r in message), message)
