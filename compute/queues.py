@@ -40,6 +40,11 @@ _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._:-]{0,99}(@[a-z0-9][a-z0-9-]{0,39})?$")
 
 
+def kind(name: str) -> str:
+    """``gpu`` for the GPU queues (``gpu``, ``gpu.vram24``, ``gpu@eu``), else ``cpu``."""
+    return GPU if re.match(r"^gpu(?:[.@]|$)", name) else CPU
+
+
 def check_name(name: str) -> str:
     """Return ``name`` if it is a usable queue name, else raise ``ValueError``."""
     if not _NAME.match(name):

@@ -239,6 +239,13 @@ class Settings(BaseSettings):
     sensor_max_age: float = Field(
         10.0, ge=0, description="A sensor file older than this counts as busy (0: never)."
     )
+    preferences: str | None = Field(
+        None,
+        description="The volunteer's preferences file (TOML: schedule, pause and snooze, "
+                    "share of cores, CPU throttle, memory and disk caps, GPU, power, the "
+                    "control page's port), reloaded on change (default: "
+                    "~/.config/idle-accel/preferences.toml).",
+    )
 
     @field_validator("queues", "include", "exclusive_programs", "own_uids", mode="before")
     @classmethod

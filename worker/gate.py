@@ -10,6 +10,13 @@ HTCondor's DESKTOP policy done on a Celery worker:
   next idle volunteer, which resumes them from their checkpoint where it can read it
   (the same namespace: the same volunteer, or the team's dedicated workers).
 
+The volunteer may let some work go on while the owner is present
+(``running``: CPU work at a low share, or GPU work): the queues of those kinds
+stay consumed and their tasks keep running, only the others' processes are
+stopped. A GPU task that must stop is ended and requeued instead
+(``end_gpu_tasks``): stopped, it would keep its GPU memory while the owner
+games; it resumes elsewhere from its last checkpoint.
+
 ``apply`` is called on every detector tick and is idempotent, so a task that
 slipped in while the consumer was being cancelled is stopped on the next tick.
 The Celery side (``worker/celery_gate.py``) implements :class:`Actuator`.
@@ -24,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from compute import queues as q
 from worker import taskprocs
 from worker.idle.processes import children as direct_children
 from worker.policy import OwnerState
@@ -71,6 +79,7 @@ class Gate:
         self.emergency = False  # fleet mode: consume only the emergency queues
         self.procs = procs or ProcessControl()
         self.state: OwnerState | None = None  # the state last fully applied
+        self.running: frozenset[str] = frozenset()  # kinds that go on while the owner is here
         self.wanted: tuple[str, ...] = ()  # consume nothing until the owner is known away
         self.consuming: tuple[str, ...] | None = None  # what the consumer was last set to
         self.suspended = False  # pool processes may be stopped
@@ -100,20 +109,28 @@ class Gate:
             if switching_on and requeue_running:
                 self._preempt(skip=set(self.emergency_queues))
 
-    def apply(self, state: OwnerState) -> None:
-        """Make consumption and task processes match ``state``."""
+    def apply(self, state: OwnerState, *, running: frozenset[str] = frozenset(),
+              end_gpu_tasks: bool = False) -> None:
+        """Make consumption and task processes match ``state``.
+
+        While the owner is present, tasks of the kinds in ``running`` (``cpu``,
+        ``gpu``) go on and their queues stay consumed; with ``end_gpu_tasks``
+        a GPU task that must stop is ended and requeued instead.
+        """
         with self._lock:
             if state is OwnerState.IDLE:
                 self._continue()
                 self._consume(self.queues)
             else:
-                self._consume(())
-                self._stop()
+                self._consume(tuple(name for name in self.queues if q.kind(name) in running))
+                if end_gpu_tasks and q.GPU not in running:
+                    self._end_gpu_tasks()
+                self._stop(running)
                 if state is OwnerState.PREEMPTING:
-                    self._preempt()
-            if state is not self.state:
-                log.info("owner %s: %s", state.value, self._summary(state))
-            self.state = state
+                    self._preempt(kinds=running)
+            if (state, running) != (self.state, self.running):
+                log.info("owner %s: %s", state.value, self._summary(state, running))
+            self.state, self.running = state, running
 
     def release(self) -> None:
         """On shutdown: end suspended tasks (they go back to the queue), continue the rest.
@@ -136,13 +153,43 @@ class Gate:
         if self.consuming != names and self.actuator.set_queues(names):
             self.consuming = names
 
-    def _stop(self) -> None:
+    def running_pids(self) -> list[int]:
+        """Pool processes that run now (the throttle's share of the machine)."""
+        stopped = set(self.stopped)
+        return [pid for pid in self.procs.pool() if pid not in stopped]
+
+    def _to_stop(self, running: frozenset[str]) -> list[int]:
+        if not running:
+            return self.procs.pool()
+        # Only the processes of held tasks of a stopped kind: idle pool processes
+        # must stay able to take the kinds that go on.
+        return sorted({task.worker_pid for task in self.actuator.held()
+                       if task.worker_pid and q.kind(task.queue) not in running})
+
+    def _stop(self, running: frozenset[str] = frozenset()) -> None:
         self.suspended = True
         self.suspension.stopped()
+        targets = self._to_stop(running)
+        if running:  # the kinds that go on may have been stopped on an earlier tick
+            self.procs.resume([pid for pid in self.stopped if pid not in targets])
         try:
-            self.stopped = self.procs.stop(self.procs.pool())
+            self.stopped = self.procs.stop(targets)
         except TimeoutError as exc:  # reported now, retried on the next tick
             log.warning("task processes not stopped yet: %s", exc)
+
+    def _end_gpu_tasks(self) -> None:
+        """End held GPU tasks at once (requeued): a stopped one would keep its GPU memory."""
+        ended = set(self.preempted)
+        held = [task for task in self.actuator.held()
+                if task.task_id not in ended and task.worker_pid and q.kind(task.queue) == q.GPU]
+        if not held:
+            return
+        self.procs.kill(sorted({task.worker_pid for task in held if task.worker_pid}))
+        self.preempted = [*self.preempted[-100:], *(task.task_id for task in held)]
+        for task in held:
+            log.warning("ended GPU task %s[%s] on the owner's return: it would hold GPU memory "
+                        "while stopped; back to the queue, resumed from its last checkpoint",
+                        task.name, task.task_id)
 
     def _continue(self) -> None:
         if self.suspended:
@@ -150,14 +197,16 @@ class Gate:
             self.suspended, self.stopped = False, []
             self.suspension.continued()
 
-    def _preempt(self, skip: set[str] | None = None) -> None:
+    def _preempt(self, skip: set[str] | None = None,
+                 kinds: frozenset[str] = frozenset()) -> None:
         ended = set(self.preempted)
         held = [task for task in self.actuator.held()
-                if task.task_id not in ended and task.queue not in (skip or set())]
+                if task.task_id not in ended and task.queue not in (skip or set())
+                and q.kind(task.queue) not in kinds]
         if not held:
             return
         roots = {task.worker_pid for task in held if task.worker_pid}
-        if any(task.worker_pid is None for task in held):
+        if not kinds and any(task.worker_pid is None for task in held):
             roots |= set(self.procs.pool())  # not started yet: its pool child is unknown
         self.procs.kill(sorted(roots))
         self.preempted = [*self.preempted[-100:], *(task.task_id for task in held)]
@@ -165,9 +214,11 @@ class Gate:
             log.warning("preempted %s[%s]: ended, back to the queue for another volunteer",
                         task.name, task.task_id)
 
-    def _summary(self, state: OwnerState) -> str:
+    def _summary(self, state: OwnerState, running: frozenset[str] = frozenset()) -> str:
         if state is OwnerState.IDLE:
             return f"consuming {','.join(self.queues)}"
-        what = f"consuming nothing; {len(self.stopped)} task processes stopped"
+        consuming = ",".join(self.wanted) or "nothing"
+        goes_on = f" ({' and '.join(sorted(running))} work goes on)" if running else ""
+        what = f"consuming {consuming}{goes_on}; {len(self.stopped)} task processes stopped"
         return what + ("; held tasks ended and requeued" if state is OwnerState.PREEMPTING
                        else "")

@@ -25,6 +25,7 @@ from worker.idle.monitor import Monitor
 from worker.idle.reading import Reading
 from worker.policy import Decision, OwnerState
 from worker.status import Publisher
+from worker.volunteer_rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,10 @@ class OwnerLoop:
                  static: dict[str, Any], fast: float, slow: float, report_every: float,
                  extra: Callable[[], dict[str, Any]] = dict,
                  fleet_mode: Callable[[], Mode] | None = None,
-                 emergency_when_busy: bool = False) -> None:
+                 emergency_when_busy: bool = False, rules: Rules | None = None) -> None:
         self.gate = gate
         self.monitor = monitor  # None: dedicated, the owner is not watched
+        self.rules = rules  # the volunteer's preferences over the owner policy
         self.publisher = publisher
         self.static = static
         self.fast, self.slow = fast, slow
@@ -68,7 +70,11 @@ class OwnerLoop:
         state = OwnerState.IDLE if decision is None else decision.state
         if self.gate.emergency and self.emergency_when_busy:
             state = OwnerState.IDLE  # this volunteer opted in: emergency work even when busy
-        self.gate.apply(state)
+        plan = self.rules.plan if self.rules is not None and decision is not None else None
+        if plan is None:
+            self.gate.apply(state)
+        else:
+            self.gate.apply(state, running=plan.running, end_gpu_tasks=plan.end_gpu_tasks)
         self._log_why(state, decision)
         self.decision = decision
         now = time.monotonic()
@@ -113,8 +119,19 @@ class OwnerLoop:
             "stopped_processes": len(self.gate.stopped),
             "fleet_mode": "emergency" if self.gate.emergency else "normal",
             "emergency_when_busy": self.emergency_when_busy,
+            **self._preferences(),
             **self._extra(),
         }
+
+    def _preferences(self) -> dict[str, Any]:
+        rules = self.rules
+        if rules is None:
+            return {}
+        watched = getattr(rules, "watched", None)
+        return {"preferences": rules.prefs.to_json(),
+                "preferences_file": str(watched.path) if watched and watched.path else None,
+                "preferences_problem": watched.problem if watched else None,
+                "plan": rules.plan.to_json() if rules.plan else None}
 
     def _run_dedicated(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -170,7 +170,10 @@ class Policy:
         self.last_seen: float | None = None  # monotonic time the owner was last seen
         self.busy_since: float | None = None
 
-    def update(self, reading: Reading) -> Decision:
+    def update(self, reading: Reading, holds: tuple[Reason, ...] = ()) -> Decision:
+        """The state after ``reading``. ``holds`` (the volunteer's pause, snooze or
+        schedule) keep it busy without counting as the owner being present, so work
+        starts as soon as they lift if the owner has been away long enough."""
         now = reading.at
         limits = self.limits
         reasons, notes, input_idle = evidence(reading, limits)
@@ -187,6 +190,7 @@ class Policy:
         needed = min(limits.idle_after, limits.locked_idle_after) if locked else limits.idle_after
 
         previous = self.state
+        reasons = [*holds, *reasons]
         if reasons or away_for < needed:
             if self.busy_since is None:
                 self.busy_since = now

@@ -13,7 +13,7 @@ from compute.app import create_app
 from compute.base import BaseTask
 from compute.errors import ConfigError
 from compute.settings import Settings
-from worker import capabilities, fleet_mode
+from worker import capabilities, fleet_mode, preferences
 from worker.celery_gate import CeleryActuator, install_gate
 from worker.gate import Gate
 from worker.idle.detector import local_sampler, thresholds
@@ -22,6 +22,7 @@ from worker.idle.sampler import FileSampler
 from worker.owner_loop import OwnerLoop
 from worker.policy import Policy
 from worker.status import Publisher
+from worker.volunteer_rules import Rules
 
 
 def node_name(name: str) -> str:
@@ -35,15 +36,39 @@ def node_name(name: str) -> str:
     return host_format(default_nodename(name))
 
 
-def monitor_for(settings: Settings) -> Monitor | None:
+def preferences_file(settings: Settings) -> Path:
+    return Path(settings.preferences).expanduser() if settings.preferences \
+        else preferences.default_path()
+
+
+def pool_size(settings: Settings, cores: int) -> int:
+    """Pool processes: ``--concurrency``, else a volunteer's share of the cores
+    (``[usage] max_cpus_percent``), else one per core."""
+    if settings.concurrency is not None:
+        return settings.concurrency
+    if settings.mode != "volunteer":
+        return cores
+    try:
+        return preferences.load(preferences_file(settings)).cores(cores)
+    except preferences.PreferencesError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def rules_for(settings: Settings) -> Rules:
+    """The owner policy with the volunteer's preferences file, watched for changes."""
+    watched = preferences.Watched(preferences_file(settings))
+    return Rules(Policy(thresholds(settings)), watched.current, watched=watched)
+
+
+def monitor_for(settings: Settings, rules: Rules | None = None) -> Monitor | None:
     """The owner detector: the host's sensor file, the local signals, or none (dedicated)."""
     if settings.mode == "dedicated":
         return None
-    policy = Policy(thresholds(settings))
+    decide = rules or rules_for(settings)
     if settings.sensor_file:
-        return Monitor(FileSampler(Path(settings.sensor_file)), policy)
+        return Monitor(FileSampler(Path(settings.sensor_file)), decide)  # type: ignore[arg-type]
     main = os.getpid()  # the worker and its pool are never the owner
-    return Monitor(local_sampler(settings, roots=lambda: [main]), policy)
+    return Monitor(local_sampler(settings, roots=lambda: [main]), decide)  # type: ignore[arg-type]
 
 
 def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
@@ -54,18 +79,19 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
         "node": node, "pid": os.getpid(), "host": settings.host, "mode": settings.mode,
         "region": settings.region,
         "queues": list(queues), "sensor": settings.sensor, "hardware": hardware.to_json(),
-        "concurrency": settings.concurrency or hardware.cores,
+        "concurrency": pool_size(settings, hardware.cores),
         "volunteer": namespace.volunteer_of(settings.broker_url),
     }
     gate = Gate(CeleryActuator(), queues,
                 emergency_queues=fleet_mode.emergency_queues(settings.region))
-    return OwnerLoop(gate, monitor_for(settings),
+    rules = rules_for(settings) if settings.mode == "volunteer" else None
+    return OwnerLoop(gate, monitor_for(settings, rules),
                      Publisher(lambda: client, node, settings.status_interval,
                                settings.namespace),
                      static=static, fast=settings.poll_interval, slow=settings.sample_interval,
                      report_every=settings.status_interval,
                      fleet_mode=lambda: fleet_mode.read(client, settings.namespace),
-                     emergency_when_busy=settings.allow_emergency_when_busy)
+                     emergency_when_busy=settings.allow_emergency_when_busy, rules=rules)
 
 
 def require_checked_tasks(app: Any, trusted_key: str) -> None:
@@ -92,7 +118,8 @@ def run_worker(settings: Settings) -> int:
     # Each pool process gets its share of the cores: engines that use every
     # core per process (torch, Cycles) would otherwise fight over them.
     # (Several workers on one machine, as in the benchmarks: set it yourself.)
-    threads = max(1, hardware.cores // (settings.concurrency or hardware.cores))
+    concurrency = pool_size(settings, hardware.cores)
+    threads = max(1, hardware.cores // concurrency)
     threads = int(os.environ.setdefault("IDLE_ACCEL_TASK_THREADS", str(threads)))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     options = {
@@ -106,8 +133,7 @@ def run_worker(settings: Settings) -> int:
         "without_gossip": True,
         "without_mingle": True,
     }
-    if settings.concurrency is not None:
-        options["concurrency"] = settings.concurrency
+    options["concurrency"] = concurrency
     if settings.trusted_key:
         require_checked_tasks(app, settings.trusted_key)
     worker = app.Worker(**options)
