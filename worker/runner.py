@@ -16,11 +16,10 @@ from compute.settings import Settings
 from worker import capabilities, fleet_mode, preferences
 from worker.celery_gate import CeleryActuator, install_gate
 from worker.gate import Gate
-from worker.idle.detector import local_sampler, thresholds
+from worker.idle.detector import local_sampler, preferences_file, rules_for
 from worker.idle.monitor import Monitor
 from worker.idle.sampler import FileSampler
 from worker.owner_loop import OwnerLoop
-from worker.policy import Policy
 from worker.status import Publisher
 from worker.volunteer_rules import Rules
 
@@ -36,11 +35,6 @@ def node_name(name: str) -> str:
     return host_format(default_nodename(name))
 
 
-def preferences_file(settings: Settings) -> Path:
-    return Path(settings.preferences).expanduser() if settings.preferences \
-        else preferences.default_path()
-
-
 def pool_size(settings: Settings, cores: int) -> int:
     """Pool processes: ``--concurrency``, else a volunteer's share of the cores
     (``[usage] max_cpus_percent``), else one per core."""
@@ -52,12 +46,6 @@ def pool_size(settings: Settings, cores: int) -> int:
         return preferences.load(preferences_file(settings)).cores(cores)
     except preferences.PreferencesError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def rules_for(settings: Settings) -> Rules:
-    """The owner policy with the volunteer's preferences file, watched for changes."""
-    watched = preferences.Watched(preferences_file(settings))
-    return Rules(Policy(thresholds(settings)), watched.current, watched=watched)
 
 
 def monitor_for(settings: Settings, rules: Rules | None = None) -> Monitor | None:

@@ -153,3 +153,39 @@ def test_emergency_without_requeue_lets_running_work_finish():
 
     assert not [entry for entry in celery.log if entry[0] == "kill"]
     assert gate.queues == ("emergency",)
+
+
+def test_while_present_chosen_kinds_go_on_and_only_the_others_processes_stop():
+    celery = FakeCelery([Held("c1", "cpu.task", 11, "1", "cpu"),
+                         Held("g1", "gpu.task", 12, "2", "gpu")])
+    gate = Gate(celery, ("cpu", "gpu", "cpu@eu"), procs=control(celery.log))
+    gate.apply(OwnerState.IDLE)
+    celery.log.clear()
+    gate.apply(OwnerState.BUSY, running=frozenset({"cpu"}))
+    assert celery.log[0] == ("queues", ("cpu", "cpu@eu"))  # the GPU queue is let go first
+    assert ("stop", (12,)) in celery.log and ("stop", (11, 12)) not in celery.log
+    assert gate.running_pids() == [11]
+    celery.log.clear()
+    gate.apply(OwnerState.PREEMPTING, running=frozenset({"cpu"}))
+    assert ("kill", (12,)) in celery.log  # only the stopped kind is preempted
+    assert gate.preempted == ["g1"]
+
+
+def test_a_gpu_task_is_ended_on_the_owners_return_not_stopped_in_gpu_memory():
+    celery = FakeCelery([Held("c1", "cpu.task", 11, "1", "cpu"),
+                         Held("g1", "gpu.task", 12, "2", "gpu.vram24")])
+    gate = Gate(celery, ("cpu", "gpu"), procs=control(celery.log))
+    gate.apply(OwnerState.IDLE)
+    celery.log.clear()
+    gate.apply(OwnerState.BUSY, end_gpu_tasks=True)
+    assert ("kill", (12,)) in celery.log and gate.preempted == ["g1"]
+    assert celery.log.index(("kill", (12,))) < celery.log.index(("stop", (11, 12)))
+    gate.apply(OwnerState.BUSY, end_gpu_tasks=True)
+    assert celery.log.count(("kill", (12,))) == 1  # ended once, not on every tick
+
+
+def test_a_volunteer_who_keeps_gpu_tasks_gets_them_stopped_like_any_task():
+    celery = FakeCelery([Held("g1", "gpu.task", 12, "2", "gpu")])
+    gate = Gate(celery, ("cpu", "gpu"), procs=control(celery.log))
+    gate.apply(OwnerState.BUSY, end_gpu_tasks=False)
+    assert not any(entry[0] == "kill" for entry in celery.log) and gate.preempted == []

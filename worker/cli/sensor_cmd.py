@@ -19,10 +19,10 @@ from compute.settings import Settings
 from worker.cli.options import setting_help
 from worker.cli.tables import folding_table
 from worker.idle import hostfile
-from worker.idle.detector import local_sampler, thresholds
+from worker.idle.detector import local_sampler, rules_for
 from worker.idle.monitor import Monitor, document
 from worker.idle.reading import Reading
-from worker.policy import Decision, Policy
+from worker.policy import Decision
 
 
 def sensor(
@@ -35,7 +35,7 @@ def sensor(
 ) -> None:
     """Show the owner's state, with every reading and reason behind it."""
     settings = Settings.load(idle_after=idle_after)
-    monitor = Monitor(local_sampler(settings), Policy(thresholds(settings)))
+    monitor = Monitor(local_sampler(settings), rules_for(settings))  # type: ignore[arg-type]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

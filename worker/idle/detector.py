@@ -1,11 +1,13 @@
-"""Build the owner-idle detector from settings: signals, sampler and policy limits."""
+"""Build the owner-idle detector from settings: signals, input events, sampler and policy limits."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from compute.settings import Settings
+from worker import preferences
 from worker.idle import backend
 from worker.idle._common import Probe
 from worker.idle.cpu import OthersCpu
@@ -17,7 +19,9 @@ from worker.idle.lock import ScreenLock
 from worker.idle.memory import OthersMemory
 from worker.idle.processes import OwnProcesses, ProcessCatalog
 from worker.idle.sampler import Sampler, Signal, battery_signal
-from worker.policy import Thresholds
+from worker.idle.wake import Wake, open_events
+from worker.policy import Policy, Thresholds
+from worker.volunteer_rules import Rules
 
 #: Seconds a probe that talks to another process (X11, D-Bus) may take.
 PROBE_TIMEOUT = 0.5
@@ -34,14 +38,41 @@ def thresholds(settings: Settings) -> Thresholds:
     )
 
 
+def preferences_file(settings: Settings) -> Path:
+    """The volunteer's preferences file: the setting, else the per-user default."""
+    return Path(settings.preferences).expanduser() if settings.preferences \
+        else preferences.default_path()
+
+
+def rules_for(settings: Settings) -> Rules:
+    """The owner policy with the volunteer's preferences file, watched for changes."""
+    watched = preferences.Watched(preferences_file(settings))
+    return Rules(Policy(thresholds(settings)), watched.current, watched=watched)
+
+
 def _guarded(probes: list[tuple[str, Probe, bool]]) -> list[Guarded]:
     return [Guarded(name, probe, timeout=PROBE_TIMEOUT if blocking else None)
             for name, probe, blocking in probes]
 
 
+def input_events() -> Wake:
+    """This OS's input-event sources (XInput2, inotify, logind), or an inactive Wake (poll)."""
+    return open_events(backend.current.input_event_openers())
+
+
 def local_sampler(settings: Settings,
-                  roots: Callable[[], Iterable[int]] = lambda: [os.getpid()]) -> Sampler:
-    """Every local signal, excluding the process trees under ``roots`` (the worker)."""
+                  roots: Callable[[], Iterable[int]] = lambda: [os.getpid()], *,
+                  events: Wake | bool = True) -> Sampler:
+    """Every local signal, excluding the process trees under ``roots`` (the worker).
+
+    ``events`` True opens this OS's input-event sources (:func:`input_events`;
+    False: poll input). The sampler carries them (``Sampler.events``) and a
+    :class:`~worker.idle.monitor.Monitor` built on it waits on them. With
+    active events the input signal is read at every tick (the loop ticks only
+    at the slow interval or on input) and the events are one more input
+    probe: "input 2 ms ago" on the tick an event caused.
+    """
+    wake = input_events() if events is True else (events or None)
     catalog = ProcessCatalog()
     own = OwnProcesses(roots=roots, uids=[int(uid) for uid in settings.own_uids],
                        catalog=catalog)
@@ -49,18 +80,30 @@ def local_sampler(settings: Settings,
     gpu = OthersGpu(own)
     memory = OthersMemory(own)
     exclusive = ExclusivePrograms(settings.exclusive_programs, catalog, own)
-    inputs = InputIdle(_guarded(backend.current.input_probes()))
+    input_probes = _guarded(backend.current.input_probes())
+    event_driven = wake is not None and wake.active
+    if wake is not None and event_driven:
+        input_probes.append(Guarded("events", wake.input_idle, timeout=None, retry_unknown=0.0))
+    inputs = InputIdle(input_probes)
     lock = ScreenLock(_guarded(backend.current.lock_probes()))
     gpu_probe = Guarded("nvml", gpu.measure, timeout=2.0, retry_unknown=60.0)
     poll, sample = settings.poll_interval, settings.sample_interval
     signals = [  # exclusive first: it refreshes the catalogue the others rely on
         Signal("exclusive", lambda _now: exclusive.measure(), 5 * sample),
-        Signal("input_idle", lambda _now: inputs.measure(), poll),
+        Signal("input_idle", lambda _now: inputs.measure(), 0.0 if event_driven else poll),
         Signal("screen_locked", lambda _now: lock.measure(), sample),
         Signal("others_cpu", cpu.measure, sample),
         Signal("others_gpu", lambda _now: gpu_probe(), sample),
         Signal("others_memory", lambda _now: memory.measure(), 2 * sample),
         battery_signal(10 * sample),
     ]
-    return Sampler(signals, details=lambda: {"gpus": gpu.devices,
-                                             "cpu_window": settings.cpu_window})
+
+    def details() -> dict[str, object]:
+        shown: dict[str, object] = {"gpus": gpu.devices, "cpu_window": settings.cpu_window}
+        if wake is not None:
+            shown.update(wake.describe())
+        if wake is None or not wake.active:
+            shown["input_events"] = f"none (polling input every {poll:g} s)"
+        return shown
+
+    return Sampler(signals, details=details, events=wake)
