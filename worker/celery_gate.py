@@ -160,6 +160,16 @@ def sync_queues(consumer: Any, names: Sequence[str]) -> None:
             consumer.add_task_queue(name)
 
 
+def _job_of(request: Any) -> str | None:
+    """The job a held task is a part of: its chord's callback id (``compute.jobs``)."""
+    try:
+        chord = request.chord
+        task_id = (chord or {}).get("options", {}).get("task_id")
+    except Exception:  # an odd message: no job shown
+        return None
+    return str(task_id) if task_id else None
+
+
 class CeleryActuator:
     """The gate's hands on a Celery consumer (see :class:`worker.gate.Actuator`)."""
 
@@ -190,7 +200,8 @@ class CeleryActuator:
     def held(self) -> list[Held]:
         return [Held(task_id=request.id, name=request.name,
                      worker_pid=request.worker_pid, delivery_tag=_tag(request),
-                     queue=str((request.delivery_info or {}).get("routing_key") or ""))
+                     queue=str((request.delivery_info or {}).get("routing_key") or ""),
+                     started=request.time_start, job=_job_of(request))
                 for request in _held_requests()]
 
 

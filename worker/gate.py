@@ -49,6 +49,8 @@ class Held:
     worker_pid: int | None  # the pool child running it; None until it starts
     delivery_tag: str | None
     queue: str = ""  # the queue it came from
+    started: float | None = None  # epoch seconds it started running; None: not yet
+    job: str | None = None  # the job (chord) it is a part of, when it is one
 
 
 class Actuator(Protocol):

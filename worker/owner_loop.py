@@ -51,6 +51,7 @@ class OwnerLoop:
         self._reported_at = -float("inf")
         self._reported: tuple[Any, ...] = ()
         self._loop = Background("idle-accel-owner", self._run)
+        self.services: list[Any] = []  # started and stopped with the loop (the control page)
 
     def set_mode(self, mode: Mode) -> None:
         """Follow the fleet's mode (from the broadcast, or read from Redis)."""
@@ -151,9 +152,13 @@ class OwnerLoop:
     def start(self) -> None:
         self._refresh_mode()  # a worker that joins late learns the mode first
         self._loop.start()
+        for service in self.services:
+            service.start()
 
     def stop(self) -> None:
         """Stop the loop, release suspended tasks and withdraw the status."""
+        for service in self.services:
+            service.stop()
         self._loop.stop()
         self.gate.release()
         self.publisher.withdraw()

@@ -253,6 +253,8 @@ def default_path() -> Path:
 def update(path: Path, changes: dict[str, dict[str, Any]]) -> Preferences:
     """Set ``{section: {key: value}}`` in the file, keeping its comments and layout.
 
+    ``section`` may be dotted (``"when.schedule"``); a value of None removes the key.
+
     The result is validated before it is written (a bad value changes
     nothing) and written atomically, readable by the owner only.
     """
@@ -263,7 +265,9 @@ def update(path: Path, changes: dict[str, dict[str, Any]]) -> Preferences:
     except FileNotFoundError:
         document = tomlkit.document()
     for section, keys in changes.items():
-        table = document.setdefault(section, tomlkit.table())
+        table = document  # "when.schedule": a table inside a table
+        for part in section.split("."):
+            table = table.setdefault(part, tomlkit.table())
         for key, value in keys.items():
             if value is None:
                 table.pop(key, None)

@@ -8,13 +8,14 @@ from typing import Any
 
 from celery.utils.nodenames import default_nodename, host_format
 
-from compute import namespace, redis_clients, signing
+from compute import keys, namespace, redis_clients, signing
 from compute.app import create_app
 from compute.base import BaseTask
 from compute.errors import ConfigError
 from compute.settings import Settings
 from worker import capabilities, fleet_mode, preferences
 from worker.celery_gate import CeleryActuator, install_gate
+from worker.control_page import ControlPage
 from worker.gate import Gate
 from worker.idle.detector import local_sampler, preferences_file, rules_for
 from worker.idle.monitor import Monitor
@@ -73,13 +74,18 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
     gate = Gate(CeleryActuator(), queues,
                 emergency_queues=fleet_mode.emergency_queues(settings.region))
     rules = rules_for(settings) if settings.mode == "volunteer" else None
-    return OwnerLoop(gate, monitor_for(settings, rules),
+    loop = OwnerLoop(gate, monitor_for(settings, rules),
                      Publisher(lambda: client, node, settings.status_interval,
                                settings.namespace),
                      static=static, fast=settings.poll_interval, slow=settings.sample_interval,
                      report_every=settings.status_interval,
                      fleet_mode=lambda: fleet_mode.read(client, settings.namespace),
                      emergency_when_busy=settings.allow_emergency_when_busy, rules=rules)
+    if rules is not None and rules.watched is not None and rules.prefs.control_port:
+        credit_key = settings.namespace + keys.credit(node)
+        loop.services.append(ControlPage(loop, rules.watched, rules.prefs.control_port,
+                                         credit=lambda: client.hgetall(credit_key)))
+    return loop
 
 
 def require_checked_tasks(app: Any, trusted_key: str) -> None:
