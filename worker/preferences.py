@@ -284,6 +284,30 @@ def update(path: Path, changes: dict[str, dict[str, Any]]) -> Preferences:
     return parsed
 
 
+def mirror(source: Path, target: Path, stamp: tuple[int, int] | None = None
+           ) -> tuple[int, int] | None:
+    """Copy ``source`` to ``target`` when it changed since ``stamp``; return the new stamp.
+
+    The host sensor keeps a copy beside its sensor file, which a containerized
+    worker reads (the folder is mounted read-only into the container): a
+    container cannot follow an edited file through a bind mount of the file
+    itself, since an edit replaces the file. The copy holds no secret and is
+    readable by the container's user. A missing source removes the copy.
+    """
+    try:
+        info = source.stat()
+    except FileNotFoundError:
+        target.unlink(missing_ok=True)
+        return None
+    now = (info.st_mtime_ns, info.st_size)
+    if now != stamp:
+        spare = target.with_name(f".{target.name}.tmp")
+        spare.write_bytes(source.read_bytes())
+        spare.chmod(0o644)
+        os.replace(spare, target)
+    return now
+
+
 class Watched:
     """The current preferences of one file, reloaded when the file changes.
 

@@ -47,7 +47,9 @@ def container_spec(plan: Plan) -> dict[str, Any]:
     # The machine's identity, read here on the host: every container of this
     # machine counts as one machine for verified results (compute/hostid.py).
     environment = {"CELERY_BROKER_URL": plan.broker_url,
-                   "IDLE_ACCEL_HOST_ID": plan.host_id or machine_host_id()}
+                   "IDLE_ACCEL_HOST_ID": plan.host_id or machine_host_id(),
+                   # The host sensor's copy of the volunteer's preferences file.
+                   "IDLE_ACCEL_PREFERENCES": "/run/idle-accel/preferences.toml"}
     if plan.concurrency:
         environment["IDLE_ACCEL_CONCURRENCY"] = str(plan.concurrency)
     if plan.region:

@@ -71,7 +71,8 @@ def test_an_exclusive_program_makes_the_owner_busy():
 
 def test_out_keeps_the_file_current_and_marks_it_busy_on_sigterm(tmp_path):
     path = tmp_path / "run" / "state"
-    process = sensor("--out", str(path))
+    process = sensor("--out", str(path),
+                     env={"IDLE_ACCEL_PREFERENCES": str(tmp_path / "none.toml")})
     try:
         first = wait_for(lambda: path.exists() and json.loads(path.read_text()))
         later = wait_for(lambda: json.loads(path.read_text())["at"] > first["at"] + 1.5, 10)
@@ -87,6 +88,26 @@ def test_out_keeps_the_file_current_and_marks_it_busy_on_sigterm(tmp_path):
     assert final["state"] == "busy"
     assert final["reasons"][0]["code"] == "sensor_stopped"
     assert sorted(p.name for p in path.parent.iterdir()) == ["state"]
+
+
+def test_the_sensor_obeys_the_preferences_and_keeps_a_copy_for_the_container(tmp_path):
+    prefs = tmp_path / "preferences.toml"
+    prefs.write_text("[when]\nidle_after = 0\n")
+    path = tmp_path / "run" / "state"
+    process = sensor("--out", str(path), env={**QUIET, "IDLE_ACCEL_PREFERENCES": str(prefs),
+                                              "IDLE_ACCEL_REQUIRE_INPUT": "false"})
+    copy = path.parent / "preferences.toml"
+    try:
+        wait_for(lambda: path.exists() and json.loads(path.read_text())["state"] == "idle", 20)
+        assert copy.read_text() == prefs.read_text() and copy.stat().st_mode & 0o044 == 0o044
+        prefs.write_text("[when]\nidle_after = 0\npaused = true\n")
+        paused = wait_for(lambda: json.loads(path.read_text())["state"] == "busy"
+                          and json.loads(path.read_text()), 10)
+        assert paused["reasons"][0]["code"] == "paused"
+        wait_for(lambda: "paused = true" in copy.read_text(), 10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
 
 
 def test_terminal_input_moves_the_device_probe_for_real():

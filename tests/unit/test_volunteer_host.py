@@ -53,7 +53,8 @@ def test_the_container_is_locked_down_like_the_compose_worker(tmp_path):
     assert spec["environment"] == {"CELERY_BROKER_URL": "redis://:pw@h:6379/0",
                                    "IDLE_ACCEL_CONCURRENCY": "2",
                                    "IDLE_ACCEL_REGION": "eu-west",
-                                   "IDLE_ACCEL_HOST_ID": machine_host_id()}
+                                   "IDLE_ACCEL_HOST_ID": machine_host_id(),
+                                   "IDLE_ACCEL_PREFERENCES": "/run/idle-accel/preferences.toml"}
     assert spec["device_requests"][0]["Capabilities"] == [["gpu"]]
     assert "user" not in spec  # the image's fixed non-root UID
 

@@ -16,10 +16,11 @@ from rich.live import Live
 from rich.table import Table
 
 from compute.settings import Settings
+from worker import preferences
 from worker.cli.options import setting_help
 from worker.cli.tables import folding_table
 from worker.idle import hostfile
-from worker.idle.detector import local_sampler, rules_for
+from worker.idle.detector import local_sampler, preferences_file, rules_for
 from worker.idle.monitor import Monitor, document
 from worker.idle.reading import Reading
 from worker.policy import Decision
@@ -67,12 +68,17 @@ def _live(monitor: Monitor, settings: Settings, stop: threading.Event) -> None:
 def _feed_file(monitor: Monitor, settings: Settings, out: Path, stop: threading.Event) -> None:
     """Write at once when the state changes, and every ``sample_interval`` as a heartbeat."""
     last_write = -float("inf")
+    prefs_stamp: tuple[int, int] | None = None
+    prefs_source = preferences_file(settings)
 
     def on_tick(reading: Reading, decision: Decision) -> None:
-        nonlocal last_write
+        nonlocal last_write, prefs_stamp
         if decision.changed or reading.at - last_write >= settings.sample_interval:
             hostfile.write(out, document(reading, decision))
             last_write = reading.at
+            # A containerized worker reads its preferences from this copy.
+            prefs_stamp = preferences.mirror(prefs_source, out.parent / "preferences.toml",
+                                             prefs_stamp)
         if decision.changed:
             why = "; ".join(reason.message for reason in decision.reasons) or "owner away"
             print(f"owner {decision.state.value}: {why}", file=sys.stderr, flush=True)
