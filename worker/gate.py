@@ -91,6 +91,11 @@ class Gate:
         self._lock = threading.Lock()
 
     @property
+    def lock(self) -> threading.Lock:
+        """Held while the gate acts; the throttle and the caps act under it too."""
+        return self._lock
+
+    @property
     def queues(self) -> tuple[str, ...]:
         """The queues to consume while the owner is away, in the fleet's mode."""
         return self.emergency_queues if self.emergency else self.normal_queues

@@ -25,6 +25,7 @@ from worker.idle.monitor import Monitor
 from worker.idle.reading import Reading
 from worker.policy import Decision, OwnerState
 from worker.status import Publisher
+from worker.throttle import Throttle
 from worker.volunteer_rules import Rules
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,10 @@ class OwnerLoop:
                  static: dict[str, Any], fast: float, slow: float, report_every: float,
                  extra: Callable[[], dict[str, Any]] = dict,
                  fleet_mode: Callable[[], Mode] | None = None,
-                 emergency_when_busy: bool = False, rules: Rules | None = None) -> None:
+                 emergency_when_busy: bool = False, rules: Rules | None = None,
+                 throttle: Throttle | None = None) -> None:
         self.gate = gate
+        self.throttle = throttle or Throttle(gate)  # the plan's CPU duty cycle
         self.monitor = monitor  # None: dedicated, the owner is not watched
         self.rules = rules  # the volunteer's preferences over the owner policy
         self.publisher = publisher
@@ -76,6 +79,7 @@ class OwnerLoop:
             self.gate.apply(state)
         else:
             self.gate.apply(state, running=plan.running, end_gpu_tasks=plan.end_gpu_tasks)
+        self.throttle.set_duty(plan.duty if plan is not None else 1.0)
         self._log_why(state, decision)
         self.decision = decision
         now = time.monotonic()
@@ -160,5 +164,6 @@ class OwnerLoop:
         for service in self.services:
             service.stop()
         self._loop.stop()
+        self.throttle.stop()  # continue what it stopped: a warm shutdown waits for tasks
         self.gate.release()
         self.publisher.withdraw()
