@@ -1,4 +1,5 @@
 """``idle-accel volunteer up|down|status``: run the dockerized worker and the host sensor;
+``idle-accel volunteer install|uninstall``: the worker as a login service, without Docker;
 ``idle-accel volunteer enroll|revoke|list`` (admin): volunteers' own Redis users."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from compute import redis_clients
 from compute.coordinator import regions, registry
 from compute.errors import ConfigError
 from compute.settings import Settings
+from worker import native_install
 from worker import volunteer_host as host
 from worker.local.worker_process import cli_command
 
@@ -57,6 +59,57 @@ def down(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
 def status(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
     """The container's state, the sensor's PID and the owner state it last wrote."""
     print(json.dumps(host.status(sensor_dir.expanduser().resolve()), indent=2))
+
+
+@volunteer.command("install")
+def install(
+    no_service: Annotated[bool, typer.Option(
+        "--no-service", help="Register no login service: start the worker now as a background "
+                             "process (a PID file; uninstall stops it).")] = False,
+    broker_url_file: Annotated[Path | None, typer.Option(
+        help="File holding the broker URL (default: $CELERY_BROKER_URL_FILE's, else "
+             "$CELERY_BROKER_URL).")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name, NAME or NAME@HOST.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Pool processes.")] = None,
+    region: Annotated[str | None, typer.Option(help="Region tag of this worker.")] = None,
+) -> None:
+    """Run the worker at every login without Docker: a systemd user unit, a launchd agent or
+    a Task Scheduler task (again: replaces). The broker URL goes into a file only you can
+    read; without a systemd user session the worker runs as a background process."""
+    target = native_install.Target.here()
+    url = native_install.broker_url_from(target.env, broker_url_file)
+    argv = native_install.worker_argv(cli_command(), name=name, concurrency=concurrency,
+                                      region=region)
+    done = native_install.install(target, url, argv, service=not no_service)
+    for line in done.replaced:
+        if not line.startswith("removed"):
+            typer.echo(f"previous install: {line}")
+    if done.replaced:
+        typer.echo("previous install removed")
+    how = {"systemd": f"systemd user unit {native_install.SERVICE}, enabled: starts at login",
+           "launchd": f"launchd agent {native_install.LABEL}: starts at login",
+           "schtasks": f"Task Scheduler task {native_install.TASK!r}: starts at logon",
+           "process": f"background process, PID {done.pid}: not started again at login"}
+    if done.fallback:
+        typer.echo(f"no systemd user session ({done.fallback}): the unit file is written but "
+                   "not enabled; the worker runs as a background process instead")
+    typer.echo(f"installed the volunteer worker ({how[done.method]})")
+    typer.echo(f"  unit file:   {target.unit_path}")
+    typer.echo(f"  broker URL:  {target.secret_path} (readable by you only)")
+    typer.echo(f"  preferences: {target.preferences_path}")
+    typer.echo("  log:         " + (f"journalctl --user -u {native_install.SERVICE}"
+                                   if done.method == "systemd" else str(target.log_path)))
+    typer.echo(f"  manifest:    {target.manifest_path}")
+    typer.echo("undo with: idle-accel volunteer uninstall")
+
+
+@volunteer.command("uninstall")
+def uninstall(purge: Annotated[bool, typer.Option(
+        "--purge", help="Also remove your preferences file.")] = False) -> None:
+    """Stop the natively installed worker and remove everything install and the worker
+    wrote (your preferences stay unless --purge)."""
+    for line in native_install.uninstall(native_install.Target.here(), purge=purge):
+        typer.echo(line)
 
 
 def _admin_client(settings: Settings) -> redis.Redis:
