@@ -239,6 +239,54 @@ class Settings(BaseSettings):
     sensor_max_age: float = Field(
         10.0, ge=0, description="A sensor file older than this counts as busy (0: never)."
     )
+    schedule: str | None = Field(
+        None,
+        description="When work may run, by weekday: 'every_day=18:00-08:00;sat=00:00-24:00' "
+                    "(mon..sun, every_day; a window ending before it starts runs past "
+                    "midnight; default: always). The preferences file's [when.schedule] wins.",
+    )
+    timezone: str | None = Field(
+        None, description="The schedule's time zone, e.g. Europe/Berlin (default: this "
+                          "machine's)."
+    )
+    cpu_while_present: float = Field(
+        0.0, ge=0, le=100,
+        description="% of the time CPU work may go on while the owner is present (0: none).",
+    )
+    max_cpus_percent: float = Field(
+        100.0, ge=1, le=100,
+        description="Share of the cores the pool uses (without --concurrency); it follows "
+                    "changes in the preferences file.",
+    )
+    cpu_limit_percent: float = Field(
+        100.0, ge=5, le=100,
+        description="CPU throttle: running tasks run at most this % of the time (a duty cycle "
+                    "of stop and continue).",
+    )
+    task_memory_mb: int = Field(
+        0, ge=0, description="A task whose processes use more memory (MiB) is ended and "
+                             "requeued (0: no cap)."
+    )
+    total_memory_mb: int = Field(
+        0, ge=0, description="All tasks together: over it, the largest is ended and requeued "
+                             "(0: no cap)."
+    )
+    scratch_disk_gb: float = Field(
+        0.0, ge=0, description="A task whose scratch folder grows past this (GB) is ended "
+                               "(0: no cap)."
+    )
+    gpu_while_present: bool = Field(
+        False, description="GPU work goes on while the owner is present (others' GPU use "
+                           "still stops it)."
+    )
+    keep_gpu_tasks: bool = Field(
+        False, description="On the owner's return, stop GPU tasks in place (keeping their GPU "
+                           "memory) instead of ending and requeueing them."
+    )
+    control_port: int = Field(
+        7878, ge=0, le=65535,
+        description="The volunteer's control page on 127.0.0.1 (0: off).",
+    )
     preferences: str | None = Field(
         None,
         description="The volunteer's preferences file (TOML: schedule, pause and snooze, "
@@ -246,6 +294,27 @@ class Settings(BaseSettings):
                     "control page's port), reloaded on change (default: "
                     "~/.config/idle-accel/preferences.toml).",
     )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value:
+            from worker.preferences import schedule_text
+
+            schedule_text(value)  # ValueError names the problem
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value:
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(value)
+            except Exception:  # ZoneInfoNotFoundError, or a malformed key
+                raise ValueError(f"{value!r} is not a known time zone") from None
+        return value
 
     @field_validator("queues", "include", "exclusive_programs", "own_uids", mode="before")
     @classmethod

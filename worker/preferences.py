@@ -46,7 +46,7 @@ import os
 import re
 import threading
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -186,10 +186,13 @@ def _unknown(key: str, known: list[str]) -> str:
     return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
-def parse(data: dict[str, Any], *, source: str = "preferences") -> Preferences:
-    """Preferences from a parsed TOML document; PreferencesError names the first problem."""
+def parse(data: dict[str, Any], *, source: str = "preferences",
+          base: Preferences | None = None) -> Preferences:
+    """Preferences from a parsed TOML document over ``base`` (the worker's flags and
+    variables; default: the defaults); PreferencesError names the first problem."""
+    base = base or Preferences()
     values: dict[str, Any] = {}
-    timezone: str | None = None
+    timezone: str | None = base.schedule.zone
     days: list[tuple[Window, ...]] | None = None
     for section, body in data.items():
         if section not in _KEYS:
@@ -211,8 +214,40 @@ def parse(data: dict[str, Any], *, source: str = "preferences") -> Preferences:
                     values[name] = check(value)
             except ValueError as exc:
                 raise PreferencesError(f"{where}: {exc}") from None
-    schedule = Schedule(tuple(days) if days is not None else Schedule.always().days, timezone)
-    return Preferences(schedule=schedule, **values)
+    schedule = Schedule(tuple(days) if days is not None else base.schedule.days, timezone)
+    return replace(base, schedule=schedule, **values)
+
+
+def schedule_text(text: str) -> tuple[tuple[Window, ...], ...]:
+    """A schedule on one line, as a flag or variable gives it:
+    ``"every_day=18:00-08:00;sat=00:00-24:00;sun=00:00-24:00"`` (windows of one day
+    separated by commas). ValueError names the problem."""
+    table: dict[str, list[str]] = {}
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        day, _, windows = part.partition("=")
+        if not windows:
+            raise ValueError(f"{part!r} is not DAY=HH:MM-HH:MM[,HH:MM-HH:MM]")
+        table[day.strip()] = [w.strip() for w in windows.split(",") if w.strip()]
+    return tuple(_schedule(table))
+
+
+def defaults_from(settings: Any) -> Preferences:
+    """The worker's flags and variables (``compute.settings.Settings``) as the
+    preferences a file starts from; what the file sets wins."""
+    try:
+        days = schedule_text(settings.schedule) if settings.schedule else \
+            Schedule.always().days
+    except ValueError as exc:
+        raise PreferencesError(f"IDLE_ACCEL_SCHEDULE: {exc}") from None
+    return Preferences(
+        idle_after=None, schedule=Schedule(days, settings.timezone),
+        cpu_while_present=settings.cpu_while_present,
+        max_cpus_percent=settings.max_cpus_percent,
+        cpu_limit_percent=settings.cpu_limit_percent,
+        task_memory_mb=settings.task_memory_mb, total_memory_mb=settings.total_memory_mb,
+        scratch_disk_gb=settings.scratch_disk_gb,
+        gpu_while_present=settings.gpu_while_present, keep_gpu_tasks=settings.keep_gpu_tasks,
+        control_port=settings.control_port)
 
 
 def _schedule(value: Any) -> list[tuple[Window, ...]]:
@@ -226,19 +261,19 @@ def _schedule(value: Any) -> list[tuple[Window, ...]]:
     return [_windows(value[day]) if day in value else default for day in DAYS]
 
 
-def load(path: Path) -> Preferences:
-    """Read and validate ``path``; a missing file is the defaults."""
+def load(path: Path, base: Preferences | None = None) -> Preferences:
+    """Read and validate ``path`` over ``base``; a missing file is ``base`` (the defaults)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return Preferences()
+        return base or Preferences()
     except OSError as exc:
         raise PreferencesError(f"{path}: cannot read: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PreferencesError(f"{path}: not TOML: {exc}") from None
-    return parse(data, source=str(path))
+    return parse(data, source=str(path), base=base)
 
 
 def default_path() -> Path:
@@ -318,6 +353,7 @@ class Watched:
     """
 
     def __init__(self, path: Path | None, *, every: float = 1.0,
+                 base: Preferences | None = None,
                  clock: Any = None) -> None:
         import time
 
@@ -328,7 +364,8 @@ class Watched:
         self._stamp: tuple[int, int] | None = None
         self._checked = -math.inf
         self.problem: str | None = None
-        self.prefs = Preferences()
+        self.base = base or Preferences()
+        self.prefs = self.base
         self.changed_at = 0.0
         if path is not None:
             self._reload(force=True)
@@ -344,7 +381,7 @@ class Watched:
             return
         self._stamp = stamp
         try:
-            prefs = load(self.path)
+            prefs = load(self.path, self.base)
         except PreferencesError as exc:
             if str(exc) != self.problem:
                 log.error("preferences not applied, keeping the last good ones: %s", exc)

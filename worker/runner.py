@@ -44,7 +44,8 @@ def pool_size(settings: Settings, cores: int) -> int:
     if settings.mode != "volunteer":
         return cores
     try:
-        return preferences.load(preferences_file(settings)).cores(cores)
+        prefs = preferences.load(preferences_file(settings), preferences.defaults_from(settings))
+        return prefs.cores(cores)
     except preferences.PreferencesError as exc:
         raise ConfigError(str(exc)) from None
 

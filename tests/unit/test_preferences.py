@@ -148,3 +148,30 @@ def test_the_default_path_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(preferences.ENV)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert preferences.default_path() == tmp_path / "idle-accel" / "preferences.toml"
+
+
+def test_flags_and_variables_are_the_base_the_file_overrides(tmp_path, monkeypatch):
+    from compute.settings import Settings
+
+    monkeypatch.setenv("IDLE_ACCEL_CPU_LIMIT_PERCENT", "40")
+    monkeypatch.setenv("IDLE_ACCEL_SCHEDULE", "every_day=18:00-08:00;sat=00:00-24:00,")
+    base = preferences.defaults_from(Settings.load(task_memory_mb=512, timezone="Asia/Tokyo"))
+    assert (base.cpu_limit_percent, base.task_memory_mb) == (40, 512)
+    assert [str(w) for w in base.schedule.days[5]] == ["00:00-24:00"]
+    assert [str(w) for w in base.schedule.days[0]] == ["18:00-08:00"]
+    path = tmp_path / "p.toml"
+    path.write_text("[usage]\ncpu_limit_percent = 70\n")
+    merged = preferences.load(path, base)
+    assert (merged.cpu_limit_percent, merged.task_memory_mb) == (70, 512)  # the file wins
+    assert merged.schedule.zone == "Asia/Tokyo" and not merged.schedule.is_always
+
+
+@pytest.mark.parametrize(("key", "value"), [("IDLE_ACCEL_SCHEDULE", "mon=9-17"),
+                                            ("IDLE_ACCEL_TIMEZONE", "Mars/Olympus")])
+def test_a_bad_schedule_or_zone_variable_is_a_settings_error(monkeypatch, key, value):
+    from compute.errors import ConfigError
+    from compute.settings import Settings
+
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=key):
+        Settings.load()

@@ -46,7 +46,8 @@ def preferences_file(settings: Settings) -> Path:
 
 def rules_for(settings: Settings) -> Rules:
     """The owner policy with the volunteer's preferences file, watched for changes."""
-    watched = preferences.Watched(preferences_file(settings))
+    watched = preferences.Watched(preferences_file(settings),
+                                  base=preferences.defaults_from(settings))
     return Rules(Policy(thresholds(settings)), watched.current, watched=watched)
 
 
