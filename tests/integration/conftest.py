@@ -102,12 +102,7 @@ def workers(request: pytest.FixtureRequest, broker_env: dict[str, str], app: Cel
             hostfile.write(owner, {"state": "idle", "at": time.time()})
             args = (*args, "--sensor", f"file:{owner}", "--sensor-max-age", "0",
                     "--idle-after", "0")
-        env = {**broker_env, **(env or {})}
-        if "IDLE_ACCEL_PREFERENCES" not in env:  # never this machine's own file; no page
-            preferences = tmp_path / f"{name}.preferences.toml"
-            preferences.write_text("[control]\nport = 0\n")
-            env["IDLE_ACCEL_PREFERENCES"] = str(preferences)
-        process = WorkerProcess(name, env=env,
+        process = WorkerProcess(name, env={**broker_env, **(env or {})},
                                 log_path=tmp_path / f"{name}.log", args=args)
         started.append(process)
         process.start()

@@ -32,6 +32,13 @@ class WorkerProcess(ManagedProcess):
 
     def __init__(self, name: str, *, env: Mapping[str, str], log_path: Path,
                  args: Sequence[str] = ()) -> None:
+        if "IDLE_ACCEL_PREFERENCES" not in env and "--preferences" not in args:
+            # A local cluster (demo, tests, benchmarks) never reads this machine's own
+            # volunteer preferences, and its workers open no control page.
+            preferences = log_path.with_name(f"{log_path.stem}.preferences.toml")
+            preferences.parent.mkdir(parents=True, exist_ok=True)
+            preferences.write_text("[control]\nport = 0\n")
+            env = {**env, "IDLE_ACCEL_PREFERENCES": str(preferences)}
         super().__init__([*cli_command(), "worker", "--name", name, *args], env=env,
                          log_path=log_path)
         self.name = name
