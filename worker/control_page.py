@@ -57,7 +57,8 @@ EDITABLE = {
     ("gpu", "while_present"), ("gpu", "keep_tasks"),
 }
 MAX_BODY = 64 * 1024
-CREDIT_EVERY = 60.0  # seconds between credit samples (for "today")
+CREDIT_EVERY = 60.0  # seconds between credit samples while nobody looks (for "today")
+CREDIT_FRESH = 5.0  # the page shows credit at most this old
 
 
 # -- the token ---------------------------------------------------------------------------
@@ -207,8 +208,13 @@ class CreditDay:
         self.path = path
         self.sampled_at = -float("inf")
         self.last: dict[str, Any] = {"total": None, "today": None, "error": None}
+        self._lock = threading.Lock()
 
     def sample(self) -> dict[str, Any]:
+        with self._lock:  # the server's loop and page requests
+            return self._sample()
+
+    def _sample(self) -> dict[str, Any]:
         self.sampled_at = time.monotonic()
         try:
             total = _numbers(self.read())
@@ -320,7 +326,8 @@ class ControlPage:
     def status(self) -> dict[str, Any]:
         document = self.owner.document()
         prefs = self.watched.current()
-        if self.credit is not None and self.credit.last["total"] is None:
+        if self.credit is not None and \
+                time.monotonic() - self.credit.sampled_at >= CREDIT_FRESH:
             self.credit.sample()
         return {
             "document": document,

@@ -57,7 +57,7 @@ def test_up_status_and_down_run_the_locked_down_worker_and_the_host_sensor(
         assert reports, engine.docker("logs", "idle-accel-worker", check=False).stderr[-3000:]
         assert reports[0]["concurrency"] == 1
 
-        shown = volunteer(engine, sensor_dir, "status")
+        shown = volunteer(engine, sensor_dir, "status", "--json")
         status = json.loads(shown.stdout)
         assert status["container"] == "running" and status["sensor_pid"] == up["sensor_pid"]
         assert status["sensor_file"].startswith(('{"state":"idle"', '{"state":"busy"'))
@@ -73,7 +73,7 @@ def test_up_status_and_down_run_the_locked_down_worker_and_the_host_sensor(
     finally:
         stopped = volunteer(engine, sensor_dir, "down")
     assert json.loads(stopped.stdout) == {"container_stopped": True, "sensor_stopped": True}
-    after = json.loads(volunteer(engine, sensor_dir, "status").stdout)
+    after = json.loads(volunteer(engine, sensor_dir, "status", "--json").stdout)
     assert after["container"] == "absent" and after["sensor_pid"] is None
 
 
@@ -85,5 +85,5 @@ def test_up_with_gpus_on_a_machine_without_one_says_so_and_leaves_nothing_runnin
     started = volunteer(engine, sensor_dir, "up", "--image", WORKER_IMAGE, "--gpus")
     assert started.returncode != 0
     assert "no NVIDIA container runtime" in started.stderr, started.stderr
-    status = json.loads(volunteer(engine, sensor_dir, "status").stdout)
+    status = json.loads(volunteer(engine, sensor_dir, "status", "--json").stdout)
     assert status["container"] == "absent" and status["sensor_pid"] is None

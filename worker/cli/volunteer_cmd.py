@@ -1,4 +1,5 @@
 """``idle-accel volunteer up|down|status``: run the dockerized worker and the host sensor;
+``idle-accel volunteer pause|resume|snooze``: the preferences' holds (``volunteer_control``);
 ``idle-accel volunteer install|uninstall``: the worker as a login service, without Docker;
 ``idle-accel volunteer enroll|revoke|list`` (admin): volunteers' own Redis users."""
 
@@ -17,6 +18,7 @@ from compute.errors import ConfigError
 from compute.settings import Settings
 from worker import native_install
 from worker import volunteer_host as host
+from worker.cli import volunteer_control as control
 from worker.local.worker_process import cli_command
 
 volunteer = typer.Typer(help="Share this machine: the worker container and its owner sensor.",
@@ -55,10 +57,37 @@ def down(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
     print(json.dumps(host.down(sensor_dir.expanduser().resolve())))
 
 
+PrefsFile = Annotated[Path | None, typer.Option(
+    "--preferences", help="The preferences file (default: IDLE_ACCEL_PREFERENCES, else "
+                          "~/.config/idle-accel/preferences.toml).")]
+
+
 @volunteer.command("status")
-def status(sensor_dir: SensorDir = DEFAULT_DIR) -> None:
-    """The container's state, the sensor's PID and the owner state it last wrote."""
-    print(json.dumps(host.status(sensor_dir.expanduser().resolve()), indent=2))
+def status(sensor_dir: SensorDir = DEFAULT_DIR, prefs: PrefsFile = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The container's state and the sensor's PID; a native worker's owner state and why,
+    tasks, credit, schedule and preferences (from its local control page)."""
+    control.show(host.status(sensor_dir.expanduser().resolve()),
+                 control.preferences_path(prefs), as_json)
+
+
+@volunteer.command("pause")
+def pause(prefs: PrefsFile = None) -> None:
+    """Take no task until resumed (written to the preferences file: survives restarts)."""
+    typer.echo(control.pause(control.preferences_path(prefs)))
+
+
+@volunteer.command("resume")
+def resume(prefs: PrefsFile = None) -> None:
+    """Lift a pause and a snooze."""
+    typer.echo(control.resume(control.preferences_path(prefs)))
+
+
+@volunteer.command("snooze")
+def snooze(minutes: Annotated[float, typer.Argument(min=1, max=10080, help="Minutes.")],
+           prefs: PrefsFile = None) -> None:
+    """Take no task for MINUTES minutes."""
+    typer.echo(control.snooze(control.preferences_path(prefs), minutes))
 
 
 @volunteer.command("install")
