@@ -230,3 +230,34 @@ def test_a_port_in_use_is_a_warning_not_a_crash(tmp_path, caplog):
     page.stop()
     assert "control page not started" in caplog.text
     assert not Path(tmp_path / "control-token").exists()
+
+
+# -- the terminal's side ------------------------------------------------------------------
+
+def test_pause_snooze_and_resume_edit_the_file_without_a_worker(tmp_path):
+    from worker.cli import volunteer_control as vc
+
+    prefs = tmp_path / "preferences.toml"
+    prefs.write_text("# mine\n[control]\nport = 0\n")
+    assert "paused until" in vc.pause(prefs)
+    assert "snoozed until" in vc.snooze(prefs, 10)
+    loaded = Watched(prefs).prefs
+    assert loaded.paused and 590 <= loaded.snooze_until - time.time() <= 600
+    vc.resume(prefs)
+    loaded = Watched(prefs).prefs
+    assert not loaded.paused and loaded.snooze_until == 0 and "# mine" in prefs.read_text()
+    assert vc.page_status(prefs)[1].startswith("the control page is off")
+
+
+def test_status_says_why_no_worker_answers(page, tmp_path):
+    from worker.cli import volunteer_control as vc
+
+    lone = tmp_path / "lone" / "preferences.toml"
+    lone.parent.mkdir()
+    lone.write_text(f"[control]\nport = {free_port()}\n")
+    assert "no token in" in vc.page_status(lone)[1]
+    cp.write_token(cp.token_path(lone))
+    assert "no worker answers" in vc.page_status(lone)[1]
+    page.watched.path.write_text(f"[control]\nport = {page.port}\n")
+    shown, why, url = vc.page_status(page.watched.path)
+    assert shown["state"] == "busy" and not why and url.endswith(f"?token={page.token}")

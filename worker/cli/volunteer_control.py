@@ -38,14 +38,25 @@ def preferences_path(given: Path | None = None) -> Path:
         return preferences.default_path()
 
 
+def _base() -> preferences.Preferences | None:
+    """The flags' and variables' preferences (IDLE_ACCEL_CONTROL_PORT, ...) the file overrides."""
+    try:
+        from compute.settings import Settings
+
+        return preferences.defaults_from(Settings.load())
+    except Exception:  # settings this command does not need may be incomplete
+        return None
+
+
 def page_status(path: Path, timeout: float = 5.0) -> tuple[dict[str, Any] | None, str, str]:
     """(the page's status or None, why not, the page's URL with its token or '')."""
     try:
-        port = preferences.load(path).control_port
+        port = preferences.load(path, _base()).control_port
     except preferences.PreferencesError as exc:
         return None, f"preferences not readable: {exc}", ""
     if not port:
-        return None, f"the control page is off ([control] port = 0 in {path})", ""
+        return None, ("the control page is off (port 0: [control] port in "
+                      f"{path}, or IDLE_ACCEL_CONTROL_PORT)"), ""
     token_file = control_page.token_path(path)
     token = control_page.read_token(token_file)
     if not token:
