@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import binascii
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -44,7 +46,7 @@ from compute import keys, namespace, redis_clients
 from compute.errors import PayloadTooLarge
 from compute.sdk import max_message_bytes
 from compute.verify import HandBack
-from worker import credit, lease, taskprocs
+from worker import credit, lease, scratch, taskprocs
 from worker.fleet_mode import Mode
 from worker.gate import Held
 from worker.lease import LeaseKeeper
@@ -196,6 +198,42 @@ class CeleryActuator:
 
         consumer.call_soon(apply)
         return done.wait(APPLY_TIMEOUT)
+
+    def resize_pool(self, size: int) -> int | None:
+        """Grow or shrink the prefork pool toward ``size`` processes, as Celery's
+        ``pool_grow`` / ``pool_shrink`` commands do; the size it has now (None: no consumer).
+
+        Celery shrinks only idle processes: the rest goes on a later call.
+        """
+        consumer = self.consumer
+        if consumer is None:
+            return None
+        done: list[int] = []
+        finished = threading.Event()
+
+        def apply() -> None:
+            try:
+                pool = consumer.pool
+                current = pool.num_processes
+                if size > current:
+                    pool.grow(size - current)
+                    consumer._update_prefetch_count(size - current)
+                while pool.num_processes > size:
+                    try:
+                        pool.shrink(1)
+                    except ValueError:  # every process left is busy
+                        break
+                    consumer._update_prefetch_count(-1)
+                done.append(pool.num_processes)
+            finally:
+                finished.set()
+
+        if threading.get_ident() == self.loop_thread:
+            apply()
+        else:
+            consumer.call_soon(apply)
+            finished.wait(APPLY_TIMEOUT)
+        return done[0] if done else None
 
     def held(self) -> list[Held]:
         return [Held(task_id=request.id, name=request.name,
@@ -723,6 +761,26 @@ def _time_limits_count_running_time(clock: SuspensionClock) -> None:
     pool_cls._on_soft_timeout = _on_soft_timeout
     pool_cls._on_hard_timeout = _on_hard_timeout
     pool_cls._idle_accel_limits = True
+
+
+def _enter_scratch(task_id: str | None = None, **_: Any) -> None:
+    root = os.environ.get(scratch.ENV)
+    if root and task_id:
+        scratch.enter(Path(root), task_id)
+
+
+def _leave_scratch(task_id: str | None = None, **_: Any) -> None:
+    root = os.environ.get(scratch.ENV)
+    if root and task_id:
+        scratch.leave(Path(root), task_id)
+
+
+def install_scratch(root: Path) -> None:
+    """Each task's temporary files in a folder of its own under ``root`` (``worker/scratch.py``):
+    made in the pool process before the task runs, removed after it."""
+    os.environ[scratch.ENV] = str(scratch.prepare(root))  # the pool processes inherit it
+    signals.task_prerun.connect(_enter_scratch, weak=False)
+    signals.task_postrun.connect(_leave_scratch, weak=False)
 
 
 def install_gate(app: Celery, owner: Any) -> None:

@@ -13,14 +13,16 @@ from compute.app import create_app
 from compute.base import BaseTask
 from compute.errors import ConfigError
 from compute.settings import Settings
-from worker import capabilities, fleet_mode, preferences
-from worker.celery_gate import CeleryActuator, install_gate
+from worker import capabilities, fleet_mode, preferences, scratch
+from worker.celery_gate import CeleryActuator, install_gate, install_scratch
 from worker.control_page import ControlPage
 from worker.gate import Gate
 from worker.idle.detector import local_sampler, preferences_file, rules_for
 from worker.idle.monitor import Monitor
 from worker.idle.sampler import FileSampler
+from worker.memory_cap import CapWatcher
 from worker.owner_loop import OwnerLoop
+from worker.pool_follow import PoolFollower
 from worker.status import Publisher
 from worker.volunteer_rules import Rules
 
@@ -75,13 +77,23 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
     gate = Gate(CeleryActuator(), queues,
                 emergency_queues=fleet_mode.emergency_queues(settings.region))
     rules = rules_for(settings) if settings.mode == "volunteer" else None
+    caps = None
+    if rules is not None:  # the volunteer's caps: memory and scratch disk per task
+        current = rules.watched.current if rules.watched is not None else lambda: rules.prefs
+        caps = CapWatcher(gate, current, scratch_root=scratch.root_for(node))
     loop = OwnerLoop(gate, monitor_for(settings, rules),
                      Publisher(lambda: client, node, settings.status_interval,
                                settings.namespace),
                      static=static, fast=settings.poll_interval, slow=settings.sample_interval,
                      report_every=settings.status_interval,
                      fleet_mode=lambda: fleet_mode.read(client, settings.namespace),
-                     emergency_when_busy=settings.allow_emergency_when_busy, rules=rules)
+                     emergency_when_busy=settings.allow_emergency_when_busy, rules=rules,
+                     extra=caps.document if caps is not None else dict)
+    if caps is not None:
+        loop.services.append(caps)
+        if settings.concurrency is None:  # the pool follows max_cpus_percent; the flag wins
+            loop.services.append(PoolFollower(caps.prefs, hardware.cores, static["concurrency"],
+                                              gate.actuator.resize_pool))
     if rules is not None and rules.watched is not None and rules.prefs.control_port:
         credit_key = settings.namespace + keys.credit(node)
         loop.services.append(ControlPage(loop, rules.watched, rules.prefs.control_port,
@@ -110,6 +122,8 @@ def run_worker(settings: Settings) -> int:
     hardware = capabilities.measure()
     queues = capabilities.queues_for(settings.queues, hardware, settings.region)
     install_gate(app, owner_loop(settings, node, queues, hardware))
+    if settings.mode == "volunteer":
+        install_scratch(scratch.root_for(node))  # before the pool starts: its processes inherit it
     # Each pool process gets its share of the cores: engines that use every
     # core per process (torch, Cycles) would otherwise fight over them.
     # (Several workers on one machine, as in the benchmarks: set it yourself.)
