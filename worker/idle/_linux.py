@@ -34,6 +34,7 @@ MUTTER = "org.gnome.Mutter.IdleMonitor"
 MUTTER_PATH = "/org/gnome/Mutter/IdleMonitor/Core"
 DEVICE_PATTERNS = ("/dev/input/event*", "/dev/tty[0-9]*", "/dev/pts/[0-9]*")
 DBUS_TIMEOUT = 1.0
+HEADER_MEMBER = 3  # jeepney.low_level.HeaderFields.member
 
 
 # ---- logind -----------------------------------------------------------------
@@ -115,6 +116,82 @@ class Logind:
         return parse_logind(props, time.time())[1]
 
 
+def owner_back(changed: dict[str, Any], invalidated: list[str]) -> bool:
+    """Whether a session's ``PropertiesChanged`` may mean the owner is back.
+
+    The desktop clears ``IdleHint`` (and ``LockedHint`` on unlock) as soon as
+    its owner returns; an invalidated hint is checked by the next tick.
+    """
+    values = {key: value for key, (_sig, value) in changed.items()}
+    cleared = [key for key in ("IdleHint", "LockedHint") if key in values and not values[key]]
+    return bool(cleared) or bool({"IdleHint", "LockedHint"} & set(invalidated))
+
+
+class LogindSignals:
+    """An event source (``worker.idle.wake.Source``): logind's session hints changing.
+
+    A connection of its own to the system bus, subscribed to
+    ``PropertiesChanged`` of seat0's active session: the desktop clears
+    ``IdleHint`` when its owner returns. Coarse (only after the desktop's own
+    idle delay was reached, and only where the desktop sets the hint) but
+    free, and it covers Wayland sessions XInput2 cannot see.
+    """
+
+    name = "logind"
+
+    def __init__(self, conn: Any, session_path: str) -> None:
+        self._conn = conn
+        self.session_path = session_path
+        self.armed = False
+
+    @classmethod
+    def open(cls, connect: Callable[[str], Any] = _dbus_connection) -> LogindSignals | str:
+        """The source, or a string saying why there is none."""
+        from jeepney import DBusAddress, MatchRule, Properties, message_bus
+
+        try:
+            conn = connect("SYSTEM")
+        except Exception as exc:
+            return f"no system D-Bus: {exc}"
+        try:
+            seat = DBusAddress(SEAT0, bus_name=LOGIND, interface="org.freedesktop.login1.Seat")
+            reply = conn.send_and_get_reply(Properties(seat).get("ActiveSession"),
+                                            timeout=DBUS_TIMEOUT)
+            _sig, (session_id, path) = reply.body[0]
+            if not session_id:
+                conn.close()
+                return "no active session on seat0"
+            rule = MatchRule(type="signal", interface="org.freedesktop.DBus.Properties",
+                             member="PropertiesChanged", path=path)
+            conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=DBUS_TIMEOUT)
+        except Exception as exc:
+            conn.close()
+            return f"logind not reachable: {exc}"
+        return cls(conn, path)
+
+    def fileno(self) -> int:
+        return int(self._conn.sock.fileno())
+
+    def arm(self, on: bool) -> None:
+        self.armed = on
+
+    def drain(self) -> bool:
+        seen = False
+        while True:
+            try:
+                message = self._conn.receive(timeout=0)
+            except TimeoutError:
+                break
+            body = message.body
+            if (message.header.fields.get(HEADER_MEMBER) == "PropertiesChanged"
+                    and len(body) == 3 and body[0] == "org.freedesktop.login1.Session"):
+                seen = owner_back(body[1], body[2]) or seen
+        return seen and self.armed
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 # ---- X11 --------------------------------------------------------------------
 
 class _XScreenSaverInfo(ctypes.Structure):
@@ -127,6 +204,13 @@ _X_IO_EXIT_HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 # Process-wide Xlib handlers, kept alive for ever: the defaults end the process.
 _X_ON_ERROR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(lambda _d, _e: 0)
 _X_ON_IO_ERROR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(lambda _d: 0)
+
+
+def install_x_error_handlers(xlib: Any) -> None:
+    """Replace Xlib's process-ending default error handlers (every connection shares them)."""
+    xlib.XSetErrorHandler(_X_ON_ERROR)
+    if hasattr(xlib, "XSetIOErrorExitHandler"):  # libX11 >= 1.7: survivable
+        xlib.XSetIOErrorHandler(_X_ON_IO_ERROR)
 
 
 class X11:
@@ -161,9 +245,7 @@ class X11:
             xlib.XDefaultRootWindow.restype = ctypes.c_ulong
             xlib.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
             xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-            xlib.XSetErrorHandler(_X_ON_ERROR)
-            if hasattr(xlib, "XSetIOErrorExitHandler"):  # libX11 >= 1.7: survivable
-                xlib.XSetIOErrorHandler(_X_ON_IO_ERROR)
+            install_x_error_handlers(xlib)
             xss.XScreenSaverAllocInfo.restype = ctypes.POINTER(_XScreenSaverInfo)
             xss.XScreenSaverQueryInfo.argtypes = [ctypes.c_void_p, ctypes.c_ulong,
                                                   ctypes.POINTER(_XScreenSaverInfo)]
@@ -324,3 +406,12 @@ def input_probes() -> list[tuple[str, Probe, bool]]:
 
 def lock_probes() -> list[tuple[str, Probe, bool]]:
     return [("logind", _LOGIND.screen_locked, True)]
+
+
+def input_event_openers() -> list[tuple[str, Callable[[], Any]]]:
+    """The event sources to try (``worker.idle.wake``): each gives a source or why not."""
+    from worker.idle._inotify import InotifyEvents
+    from worker.idle._xinput import XInputEvents
+
+    return [("xinput2", XInputEvents.open), ("inotify", InotifyEvents.open),
+            ("logind", LogindSignals.open)]

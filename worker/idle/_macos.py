@@ -12,6 +12,7 @@ import plistlib
 import re
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 from worker.idle._common import Probe
 from worker.idle.reading import Measure
@@ -69,3 +70,14 @@ def input_probes() -> list[tuple[str, Probe, bool]]:
 
 def lock_probes() -> list[tuple[str, Probe, bool]]:
     return [("IOConsoleUsers", screen_locked, False)]
+
+
+def input_event_openers() -> list[tuple[str, Callable[[], Any]]]:
+    """No input-event source on macOS yet: the detector polls ``HIDIdleTime``.
+
+    What would do it: a listen-only ``CGEventTap`` (needs the Input
+    Monitoring permission, granted by the volunteer in System Settings) or
+    IOKit HID value callbacks, both on a ``CFRunLoop`` thread that writes to
+    a pipe the detector selects on.
+    """
+    return [("event tap", lambda: "not built on macOS: input is polled")]

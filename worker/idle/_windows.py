@@ -11,6 +11,7 @@ secure (Winlogon) desktop, which a user process cannot open.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any
 
 from worker.idle._common import Probe
@@ -71,3 +72,14 @@ def input_probes() -> list[tuple[str, Probe, bool]]:
 
 def lock_probes() -> list[tuple[str, Probe, bool]]:
     return [("input desktop", screen_locked, False)]
+
+
+def input_event_openers() -> list[tuple[str, Callable[[], Any]]]:
+    """No input-event source on Windows yet: the detector polls ``GetLastInputInfo``.
+
+    What would do it: a message-only window registered for raw input with
+    ``RegisterRawInputDevices(RIDEV_INPUTSINK)`` (WM_INPUT for every key and
+    motion, in the owner's session only), its message loop woken through a
+    handle rather than ``select`` (which takes only sockets on Windows).
+    """
+    return [("raw input", lambda: "not built on Windows: input is polled")]

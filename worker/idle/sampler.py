@@ -1,7 +1,8 @@
 """Turn the signals into one timestamped :class:`Reading`, each signal at its own pace.
 
 Input (and the host file) is checked every ``poll_interval`` (0.1 s) so the
-owner's return is seen at once; CPU, GPU, memory and lock every
+owner's return is seen at once, or at every tick where input events wake the
+loop (:mod:`worker.idle.wake`); CPU, GPU, memory and lock every
 ``sample_interval`` (1 s); exclusive programs every 5 and the battery every 10
 intervals. Between refreshes a signal keeps its last value.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from worker.idle import battery, hostfile
 from worker.idle.reading import Measure, Reading
+from worker.idle.wake import Wake
 
 
 @dataclass
@@ -36,12 +38,17 @@ class Signal:
 
 
 class Sampler:
-    """Reads local signals; ``read()`` returns a fresh :class:`Reading`."""
+    """Reads local signals; ``read()`` returns a fresh :class:`Reading`.
+
+    ``events``, when set, are the input-event sources a monitor built on this
+    sampler sleeps on (:mod:`worker.idle.wake`).
+    """
 
     def __init__(self, signals: list[Signal], *, details: Callable[[], dict[str, Any]] = dict,
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, events: Wake | None = None) -> None:
         self.signals = signals
+        self.events = events  # input-event sources the monitor waits on (worker.idle.wake)
         self._details = details
         self._clock = clock
         self._wall = wall
