@@ -5,6 +5,7 @@ status; the pool follows max_cpus_percent when the file changes."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import psutil
@@ -88,3 +89,44 @@ def test_the_pool_follows_max_cpus_percent_when_the_file_changes(app, workers, b
     preferences.update(prefs, {"usage": {"max_cpus_percent": 1}})
     wait_for(lambda: pool() == 1, timeout=TIMEOUT, what="back to one")
     assert app.signature("usage.hog", (1, 0.0)).delay().get(timeout=TIMEOUT)["mib"] == 1
+
+
+def _cpu(process: psutil.Process) -> tuple[float, float]:
+    """CPU seconds used, and seconds it could run (used + run-queue wait; Linux schedstat)."""
+    times = process.cpu_times()
+    used = times.user + times.system
+    try:
+        with open(f"/proc/{process.pid}/schedstat") as stat:
+            ran, waited = (int(value) / 1e9 for value in stat.read().split()[:2])
+        return used, ran + waited
+    except OSError:
+        return used, used
+
+
+def _share(process: psutil.Process, seconds: float) -> tuple[float, float]:
+    before, start = _cpu(process), time.monotonic()
+    time.sleep(seconds)
+    after, wall = _cpu(process), time.monotonic() - start
+    return (after[0] - before[0]) / wall, (after[1] - before[1]) / wall
+
+
+def test_a_burn_runs_half_the_time_at_cpu_limit_50_and_fully_once_lifted(
+        app, workers, broker, tmp_path):
+    worker, prefs = start(workers, tmp_path, "caps-e", "cpu_limit_percent = 50",
+                          "--concurrency", "1")
+    result = app.signature("compute.diag.burn", (30.0,)).delay()
+    wait_for(lambda: result.state == "STARTED", timeout=TIMEOUT, what="burn started")
+    child = psutil.Process(worker.pid).children()[0]
+    time.sleep(1.0)
+
+    cpu, runnable = _share(child, 4.0)
+    print(f"\nburn at cpu_limit_percent 50: CPU share {cpu:.3f}, runnable share {runnable:.3f}")
+    assert 0.35 <= runnable <= 0.65, runnable  # the time it was not stopped
+    assert cpu <= 0.65, cpu  # what a volunteer's task manager shows
+    assert fleet(broker)[worker.node]["plan"]["duty"] == 0.5
+
+    preferences.update(prefs, {"usage": {"cpu_limit_percent": None}})
+    time.sleep(2.0)
+    cpu, runnable = _share(child, 2.0)
+    assert runnable > 0.95
+    result.revoke(terminate=True)
