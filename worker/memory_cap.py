@@ -143,9 +143,12 @@ class CapWatcher:
     def check(self) -> list[Ended]:
         """Measure the held tasks once and end those over a cap; the endings."""
         prefs = self.prefs()
-        held = [task for task in self.gate.actuator.held() if task.worker_pid]
+        everything = self.gate.actuator.held()
         if self.scratch_root is not None:
-            scratch.sweep(self.scratch_root, (task.task_id for task in held))
+            # Every held task keeps its folder: one that just started may not have its
+            # pool process noted yet.
+            scratch.sweep(self.scratch_root, (task.task_id for task in everything))
+        held = [task for task in everything if task.worker_pid]
         per_task, total = prefs.task_memory_mb * MIB, prefs.total_memory_mb * MIB
         disk = int(prefs.scratch_disk_gb * GIB)
         if not (per_task or total or disk):

@@ -89,8 +89,10 @@ def test_a_scratch_folder_over_the_disk_cap_ends_its_task_and_goes(tmp_path):
     (big / "deep" / "er").mkdir(parents=True)
     (big / "deep" / "er" / "data").write_bytes(os.urandom(3 * MIB))
     scratch.folder(root, "t2").mkdir()
+    scratch.folder(root, "t3").mkdir()  # started, its pool process not noted yet
     (scratch.folder(root, "stale")).mkdir()
-    tasks = [Held("t1", "writer", 101, "1"), Held("t2", "quiet", 102, "2")]
+    tasks = [Held("t1", "writer", 101, "1"), Held("t2", "quiet", 102, "2"),
+             Held("t3", "starting", None, "3")]
     killed = []
     watcher = CapWatcher(FakeGate(tasks), lambda: Preferences(scratch_disk_gb=2 / 1024),
                          memory=lambda pid: 0, scratch_root=root,
@@ -101,6 +103,7 @@ def test_a_scratch_folder_over_the_disk_cap_ends_its_task_and_goes(tmp_path):
     assert killed == [[101]]
     assert ended[0].reason == "scratch folder 3 MiB > cap 2 MiB"
     assert not big.exists() and scratch.folder(root, "t2").exists()
+    assert scratch.folder(root, "t3").exists()
     assert not (root / "stale").exists()  # a folder no held task owns is swept
 
 
