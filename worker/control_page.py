@@ -28,6 +28,7 @@ import hmac
 import http.cookies
 import json
 import logging
+import math
 import os
 import secrets
 import threading
@@ -152,10 +153,15 @@ def authorize(method: str, headers: Any, token: str, port: int) -> tuple[int, st
 # -- what the page shows ------------------------------------------------------------------
 
 class CpuMeter:
-    """CPU % of a process tree between two readings (the first reading waits 0.2 s)."""
+    """CPU % of a process tree now: since the last reading when it is recent (the page asks
+    every second), else over 0.2 s measured on the spot."""
+
+    window = 2.0  # a reading older than this is not a baseline: measure anew
+    least = 0.5  # readings closer than this show the last figure
 
     def __init__(self) -> None:
         self._last: dict[int, tuple[float, float]] = {}
+        self._shown: dict[int, float] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -169,19 +175,24 @@ class CpuMeter:
 
     def percent(self, roots: list[int]) -> dict[int, float]:
         with self._lock:
-            fresh = [root for root in roots if root not in self._last]
+            stale = time.monotonic() - self.window
+            fresh = [root for root in roots if self._last.get(root, (-math.inf,))[0] < stale]
             if fresh:
                 for root in fresh:
                     self._last[root] = (time.monotonic(), self._cpu(root))
                 time.sleep(0.2)
             found = {}
             for root in roots:
-                now, cpu = time.monotonic(), self._cpu(root)
                 then, before = self._last[root]
+                if root in self._shown and time.monotonic() - then < self.least:
+                    found[root] = self._shown[root]  # too short to measure (10 ms ticks)
+                    continue
+                now, cpu = time.monotonic(), self._cpu(root)
                 found[root] = round(max(0.0, cpu - before) / max(now - then, 1e-3) * 100, 1)
-                self._last[root] = (now, cpu)
+                self._last[root], self._shown[root] = (now, cpu), found[root]
             for gone in set(self._last) - set(roots):
                 del self._last[gone]
+                self._shown.pop(gone, None)
             return found
 
 

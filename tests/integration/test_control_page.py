@@ -102,22 +102,26 @@ def test_the_page_refuses_strangers_and_the_terminal_shows_and_pauses(
     assert "compute.diag.burn" in table and "cpu_limit_percent" in table
     assert f"http://127.0.0.1:{port}/?token=" in table
 
+    volunteer(prefs, "pause", env=broker_env)  # the file: works with or without a worker
+    wait_for(lambda: fleet(broker)[worker.node]["state"] == "busy", timeout=5,
+             what="paused from the terminal")
+    shown = wait_for(lambda: (s := json.loads(call(port, "GET", "/api/status", **auth)[1]))
+                     ["tasks"] and s["tasks"][0]["state"] == "suspended" and s, timeout=5,
+                     what="the burn suspended")
+    assert [r["code"] for r in shown["reasons"]] == ["paused"]
+    wait_for(lambda: json.loads(call(port, "GET", "/api/status", **auth)[1])["tasks"][0]
+             ["cpu_percent"] < 5, timeout=5, every=0.3, what="no CPU while stopped")
+    assert "# the test's preferences" in prefs.read_text()  # the volunteer's comments stay
+    volunteer(prefs, "resume", env=broker_env)
+    wait_for(lambda: fleet(broker)[worker.node]["state"] == "idle", timeout=5,
+             what="resumed from the terminal")
+
     assert burning.get(timeout=TIMEOUT)
     credit = wait_for(lambda: json.loads(call(port, "GET", "/api/status", **auth)[1])
                       ["credit"]["total"]["tasks"] == 1 and
                       json.loads(call(port, "GET", "/api/status", **auth)[1])["credit"],
                       timeout=15, what="the burn's credit")
     assert credit["today"]["tasks"] == 1 and credit["total"]["cpu_seconds"] >= 3.5
-
-    volunteer(prefs, "pause", env=broker_env)  # the file: works with or without a worker
-    wait_for(lambda: fleet(broker)[worker.node]["state"] == "busy", timeout=5,
-             what="paused from the terminal")
-    shown = json.loads(call(port, "GET", "/api/status", **auth)[1])
-    assert [r["code"] for r in shown["reasons"]] == ["paused"]
-    assert "# the test's preferences" in prefs.read_text()  # the volunteer's comments stay
-    volunteer(prefs, "resume", env=broker_env)
-    wait_for(lambda: fleet(broker)[worker.node]["state"] == "idle", timeout=5,
-             what="resumed from the terminal")
 
 
 def _reasons(browser) -> list[str]:
