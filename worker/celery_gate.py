@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -483,6 +483,8 @@ def _refusing_malformed(handler: Any, consumer: Any) -> Any:
     def on_task_received(message: Any) -> Any:
         problem = message_problem(message, limit)
         if problem is None:
+            if _not_here and _handed_on(message, consumer):
+                return None
             return handler(message)
         headers = message.headers if isinstance(message.headers, dict) else {}
         log.error("Refused malformed message %s (task %s): %s",
@@ -608,27 +610,77 @@ class HandBackStep(bootsteps.StartStopStep):
 
 def _release(request: Any, consumer: Any, widened: bool) -> None:
     """Give a handed-back message back to its queue's tail (Redis: requeue; AMQP: re-publish)."""
-    message = request.message
     try:
-        if isinstance(message.channel, kombu_virtual.Channel):
-            request.reject(requeue=True)  # kombu's Redis requeue is an LPUSH: the tail
-            return
-        info, properties = message.delivery_info or {}, message.properties or {}
-        with request.task.app.producer_or_acquire() as producer:
-            producer.publish(
-                message.body, exchange=info.get("exchange", ""),
-                routing_key=info.get("routing_key", ""), headers=message.headers,
-                content_type=message.content_type, content_encoding=message.content_encoding,
-                correlation_id=properties.get("correlation_id"),
-                reply_to=properties.get("reply_to"), priority=properties.get("priority"),
-                retry=True)
-        request.acknowledge()
+        _to_tail(request.message, request.task.app, request.reject, request.acknowledge)
     except Exception as error:  # the connection is gone: the broker hands it out again
         log.warning("hand-back of %s[%s] not done (%s): the broker requeues it",
                     request.name, request.id, error)
     finally:
         if widened:
             consumer.qos.decrement_eventually()
+
+
+def _to_tail(message: Any, app: Any, reject: Callable[..., Any],
+             acknowledge: Callable[[], Any]) -> None:
+    """Put ``message`` at its queue's tail: a Redis requeue, or on AMQP the very same
+    message re-published and the delivery acknowledged."""
+    if isinstance(message.channel, kombu_virtual.Channel):
+        reject(requeue=True)  # kombu's Redis requeue is an LPUSH: the tail
+        return
+    info, properties = message.delivery_info or {}, message.properties or {}
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            message.body, exchange=info.get("exchange", ""),
+            routing_key=info.get("routing_key", ""), headers=message.headers,
+            content_type=message.content_type, content_encoding=message.content_encoding,
+            correlation_id=properties.get("correlation_id"),
+            reply_to=properties.get("reply_to"), priority=properties.get("priority"),
+            retry=True)
+    acknowledge()
+
+
+#: Tasks this worker ended for a volunteer's cap: task id -> (reason, refused until).
+_not_here: dict[str, tuple[str, float]] = {}
+#: How long a task ended here for a cap is handed on rather than run here again, and how
+#: long it waits aside before it goes back (other workers take it meanwhile).
+NOT_HERE_FOR = 3600.0
+NOT_HERE_PAUSE = 5.0
+
+
+def not_here_again(task_id: str, reason: str) -> None:
+    """The caps watcher ended ``task_id`` here: if this worker receives it again within
+    ``NOT_HERE_FOR`` seconds, or until the volunteer changes a cap, it hands it on to
+    another worker instead of running it (a task that needs more than this volunteer
+    allows would otherwise be taken, grow and be ended here for ever)."""
+    now = time.monotonic()
+    for old in [key for key, (_, until) in _not_here.items() if until < now]:
+        del _not_here[old]
+    _not_here[task_id] = (reason, now + NOT_HERE_FOR)
+
+
+def caps_changed() -> None:
+    """The volunteer changed a cap: what was ended here may fit now."""
+    _not_here.clear()
+
+
+def _handed_on(message: Any, consumer: Any) -> bool:
+    """Hand ``message`` on if its task was ended here for a cap; True if it was."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    found = _not_here.get(str(headers.get("id")))
+    if found is None or found[1] < time.monotonic():
+        return False
+    log.warning("handing %s[%s] on to another worker: this volunteer's cap ended it here "
+                "before (%s)", headers.get("task"), headers.get("id"), found[0])
+
+    def release() -> None:
+        try:
+            _to_tail(message, consumer.app, message.reject, message.ack)
+        except Exception as error:  # the connection is gone: the broker hands it out again
+            log.warning("hand-on of %s not done (%s): the broker requeues it",
+                        headers.get("id"), error)
+
+    consumer.timer.call_after(NOT_HERE_PAUSE, release)
+    return True
 
 
 def _hand_backs_wait_aside() -> None:

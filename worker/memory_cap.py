@@ -111,8 +111,13 @@ class CapWatcher:
                  scratch_root: Path | None = None, every: float = 0.5,
                  memory: Callable[[int], int] = tree_memory,
                  kill: Callable[[Iterable[int]], list[int]] = taskprocs.kill_trees,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_end: Callable[[str, str], None] = lambda _task_id, _reason: None,
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self.gate = gate
+        self._on_end = on_end  # told each ending (the worker then hands the task on)
+        self._on_change = on_change  # told when the caps change (what was ended may fit now)
+        self._caps: tuple[float, ...] | None = None
         self.prefs = prefs
         self.scratch_root = scratch_root
         self.every = every
@@ -151,6 +156,10 @@ class CapWatcher:
         held = [task for task in everything if task.worker_pid]
         per_task, total = prefs.task_memory_mb * MIB, prefs.total_memory_mb * MIB
         disk = int(prefs.scratch_disk_gb * GIB)
+        if (per_task, total, disk) != self._caps:
+            if self._caps is not None:
+                self._on_change()
+            self._caps = (per_task, total, disk)
         if not (per_task or total or disk):
             return []
         live = [task for task in held if (task.task_id, task.worker_pid) not in self._done]
@@ -186,6 +195,7 @@ class CapWatcher:
             ended.append(record)
             log.warning("ended %s[%s]: %s; back to the queue (the volunteer's cap)",
                         task.name, task.task_id, record.reason)
+            self._on_end(task.task_id, record.reason)
         self.ended = [*self.ended[-100:], *ended]
         for old in list(self._done)[:-1000]:
             del self._done[old]

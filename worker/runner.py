@@ -13,7 +13,7 @@ from compute.app import create_app
 from compute.base import BaseTask
 from compute.errors import ConfigError
 from compute.settings import Settings
-from worker import capabilities, fleet_mode, preferences, scratch
+from worker import capabilities, celery_gate, fleet_mode, preferences, scratch
 from worker.celery_gate import CeleryActuator, install_gate, install_scratch
 from worker.control_page import ControlPage
 from worker.gate import Gate
@@ -80,7 +80,9 @@ def owner_loop(settings: Settings, node: str, queues: tuple[str, ...],
     caps = None
     if rules is not None:  # the volunteer's caps: memory and scratch disk per task
         current = rules.watched.current if rules.watched is not None else lambda: rules.prefs
-        caps = CapWatcher(gate, current, scratch_root=scratch.root_for(node))
+        caps = CapWatcher(gate, current, scratch_root=scratch.root_for(node),
+                          on_end=celery_gate.not_here_again,
+                          on_change=celery_gate.caps_changed)
     loop = OwnerLoop(gate, monitor_for(settings, rules),
                      Publisher(lambda: client, node, settings.status_interval,
                                settings.namespace),

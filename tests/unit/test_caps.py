@@ -60,6 +60,22 @@ def test_the_watcher_kills_the_task_tree_once_and_records_why(tmp_path):
          "at": 1000.0}]}
 
 
+def test_the_worker_is_told_each_ending_and_each_change_of_the_caps(tmp_path):
+    tasks = [Held("t1", "big", 101, "1", "cpu")]
+    prefs = [Preferences(task_memory_mb=200)]
+    told, changes = [], []
+    watcher = CapWatcher(FakeGate(tasks), lambda: prefs[0], memory={101: 600 * MIB}.__getitem__,
+                         kill=list, scratch_root=tmp_path,
+                         on_end=lambda task_id, why: told.append((task_id, why)),
+                         on_change=lambda: changes.append(prefs[0].task_memory_mb))
+    watcher.check()
+    watcher.check()
+    assert told == [("t1", "used 600 MiB > cap 200 MiB per task")] and changes == []
+    prefs[0] = Preferences(task_memory_mb=1024)  # the volunteer raised the cap
+    watcher.check()
+    assert changes == [1024]
+
+
 def test_taken_again_by_a_fresh_pool_process_it_is_measured_again(tmp_path):
     tasks = [Held("t1", "big", 101, "1", "cpu")]
     gate = FakeGate(tasks)
