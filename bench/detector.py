@@ -2,15 +2,24 @@
 
     python bench/detector.py [--seconds 60] [--events 30]
 
-Cost: the detector (every signal, the policy) runs at its default intervals
-for ``--seconds``; its CPU time (all threads) over the wall time is the share
-of one core it takes. Measured in both loop speeds: owner away (idle, input
-watched at 10 Hz) and owner present (busy, 1 Hz); on this machine as it is,
-and again with an X11 display (Xvfb) so the X11 probe runs as on a desktop.
+Side by side in one run, per input backend:
+- ``polling`` (the old loop): input idle time polled at 10 Hz while the owner
+  is away (``poll_interval``), every signal at 1 Hz while present; on this
+  machine as it is (terminal fallback) and with an X11 display (Xvfb);
+- ``xinput2`` (event-driven): the same signals at 1 Hz, and XInput2 raw
+  events on the X connection wake the loop at once (Xvfb);
+- ``inotify`` (event-driven): the same, woken by inotify on a fake
+  ``/dev/input`` directory whose ``event*`` files the bench writes to (the
+  real one needs root or the ``input`` group, and has no devices in CI);
+- ``logind`` is listed when the system bus is reachable (not measured).
 
-Reaction: with an X11 display, a mouse motion is injected through XTest and
-the time until the policy says "busy" is taken, ``--events`` times.
-Requires Xvfb and libXtst for the X11 parts (Debian: xvfb, libxtst6).
+Cost: the detector runs ``--seconds`` in each state, owner away (idle) and
+owner present (busy); its CPU time (all threads of this process; the X
+server's is not counted) over the wall time is the share of one core.
+Reaction: an owner event (an XTest mouse motion, or a write to a fake input
+device) is injected at a random phase of the loop and the time until the
+policy says "busy" is taken, ``--events`` times.
+Requires Xvfb and libXtst for the X11 rows (Debian: xvfb, libxtst6).
 """
 
 from __future__ import annotations
@@ -22,18 +31,23 @@ import os
 import random
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compute.settings import Settings
+from worker.idle._inotify import InotifyEvents
+from worker.idle._linux import LogindSignals
+from worker.idle._xinput import XInputEvents
 from worker.idle.detector import local_sampler, thresholds
 from worker.idle.monitor import Monitor
+from worker.idle.wake import Wake
 from worker.policy import OwnerState, Policy
 
 QUIET = {"cpu_busy_percent": 100.0, "memory_busy_percent": 100.0, "exclusive_programs": ""}
@@ -44,9 +58,16 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cost(seconds: float, settings: Settings) -> tuple[float, int]:
-    monitor = Monitor(local_sampler(settings), Policy(thresholds(settings)))
-    monitor.tick()  # imports, NVML and X11 opening are start-up, not the loop
+def monitor(settings: Settings, events: Callable[[], Wake | None]) -> Monitor:
+    """The detector as the worker builds it, with the backend's events (None: polled)."""
+    wake = events()
+    return Monitor(local_sampler(settings, events=wake or False), Policy(thresholds(settings)))
+
+
+def cost(seconds: float, settings: Settings,
+         events: Callable[[], Wake | None]) -> tuple[float, int]:
+    detector = monitor(settings, events)
+    detector.tick()  # imports, NVML and X11 opening are start-up, not the loop
     ticks = 0
 
     def count(_reading, _decision):
@@ -56,8 +77,11 @@ def cost(seconds: float, settings: Settings) -> tuple[float, int]:
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
     started_cpu, started = cpu_seconds(), time.monotonic()
-    monitor.run(stop, count, fast=settings.poll_interval, slow=settings.sample_interval)
-    return (cpu_seconds() - started_cpu) / (time.monotonic() - started) * 100.0, ticks
+    detector.run(stop, count, fast=settings.poll_interval, slow=settings.sample_interval)
+    share = (cpu_seconds() - started_cpu) / (time.monotonic() - started) * 100.0
+    if detector.events is not None:
+        detector.events.close()
+    return share, ticks
 
 
 class Xvfb:
@@ -96,9 +120,24 @@ class Mouse:
         return started
 
 
-def reaction(events: int, settings: Settings, display: str) -> list[float]:
-    monitor = Monitor(local_sampler(settings), Policy(thresholds(settings)))
-    mouse = Mouse(display)
+class DeviceFile:
+    """A fake input device: each write to ``event0`` is what a compositor's read raises."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="fake-input-")
+        self.path = Path(self.directory, "event0")
+        self.path.write_bytes(b"")
+
+    def move(self) -> float:
+        started = time.monotonic()
+        with open(self.path, "ab") as device:
+            device.write(b"\0" * 24)  # one struct input_event
+        return started
+
+
+def reaction(events: int, settings: Settings, wake: Callable[[], Wake | None],
+             inject: Callable[[], float]) -> list[float]:
+    detector = monitor(settings, wake)
     state = {"value": OwnerState.BUSY, "busy_at": 0.0}
     changed = threading.Condition()
 
@@ -111,7 +150,7 @@ def reaction(events: int, settings: Settings, display: str) -> list[float]:
                 changed.notify_all()
 
     stop = threading.Event()
-    loop = threading.Thread(target=monitor.run, args=(stop, on_tick), daemon=True,
+    loop = threading.Thread(target=detector.run, args=(stop, on_tick), daemon=True,
                             kwargs={"fast": settings.poll_interval,
                                     "slow": settings.sample_interval})
     loop.start()
@@ -119,19 +158,64 @@ def reaction(events: int, settings: Settings, display: str) -> list[float]:
     for _ in range(events):
         with changed:
             changed.wait_for(lambda: state["value"] is OwnerState.IDLE, timeout=30)
-        time.sleep(random.uniform(0.0, settings.poll_interval))  # any phase of the loop
-        moved = mouse.move()
+        time.sleep(random.uniform(0.0, settings.sample_interval))  # any phase of the loop
+        moved = inject()
         with changed:
             if changed.wait_for(lambda: state["value"] is OwnerState.BUSY, timeout=10):
                 latencies.append(state["busy_at"] - moved)
     stop.set()
     loop.join(5)
+    if detector.events is not None:
+        detector.events.close()
     return latencies
 
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def only(opener: Callable[[], object]) -> Callable[[], Wake | None]:
+    """Events from this one source, failing loudly if it cannot open."""
+    def events() -> Wake:
+        source = opener()
+        if isinstance(source, str):
+            raise RuntimeError(source)
+        return Wake([source])  # type: ignore[list-item]
+    return events
+
+
+def polled() -> None:
+    return None
+
+
+Row = tuple[str, str, float | None, float | None, list[float] | None]
+
+
+def measure(label: str, where: str, seconds: float, away: Settings, present: Settings,
+            events: Callable[[], Wake | None], react: tuple[int, Settings, Callable[[], float]]
+            | None) -> Row:
+    away_share, _ = cost(seconds, away, events)
+    present_share, _ = cost(seconds, present, events)
+    latencies = None
+    if react is not None:
+        count, settings, inject = react
+        latencies = [1000 * value for value in reaction(count, settings, events, inject)]
+    row = (label, where, away_share, present_share, latencies)
+    print("  " + format_row(row), flush=True)
+    return row
+
+
+def format_row(row: Row) -> str:
+    label, where, away, present, latencies = row
+    cells = [f"{label:<22}{where:<34}"]
+    cells += [f"{value:>9.3f}" if value is not None else f"{'-':>9}" for value in (away, present)]
+    if latencies:
+        cells += [f"{percentile(latencies, share):>9.1f}" for share in (0.5, 0.95)]
+        cells += [f"{max(latencies):>9.1f}{len(latencies):>8}"]
+    else:
+        cells += [f"{'-':>9}" * 3 + f"{'-':>8}"]
+    return "".join(cells)
 
 
 def main() -> None:
@@ -141,33 +225,55 @@ def main() -> None:
     args = parser.parse_args()
     defaults = Settings.load()
     print(f"machine: {os.cpu_count()} CPUs, {sys.platform}, Python {sys.version.split()[0]}; "
-          f"poll {defaults.poll_interval} s, sample {defaults.sample_interval} s")
+          f"poll {defaults.poll_interval} s, sample {defaults.sample_interval} s; "
+          f"{args.seconds:g} s per cost figure, {args.events} events per reaction")
+    away = Settings.load(idle_after=0.0, **QUIET)  # always idle
+    present = Settings.load(idle_after=1e9)  # never away long enough: always busy
+    quick = Settings.load(idle_after=0.3, **QUIET)
+    rows: list[Row] = []
+    saved_display = os.environ.pop("DISPLAY", None)
+    rows.append(measure("polling (old loop)", "this machine (terminal fallback)", args.seconds,
+                        away, present, polled, None))
+    fake = DeviceFile()
+    fake_away = Settings.load(idle_after=0.0, require_input=False, **QUIET)
+    fake_quick = Settings.load(idle_after=0.3, require_input=False, **QUIET)
+    inotify = only(lambda: InotifyEvents.open(fake.directory))
+    rows.append(measure("inotify (events)", "fake /dev/input, written to", args.seconds,
+                        fake_away, present, inotify, (args.events, fake_quick, fake.move)))
+    shutil.rmtree(fake.directory, ignore_errors=True)
+    missing = []
+    logind = LogindSignals.open()
+    if isinstance(logind, str):
+        missing.append(f"logind (events): {logind}")
+    else:
+        logind.close()
+        missing.append("logind (events): reachable, not measured (no way to inject IdleHint)")
+    if shutil.which("Xvfb") and ctypes.util.find_library("Xtst"):
+        server = Xvfb()
+        os.environ["DISPLAY"] = server.name
+        try:
+            mouse = Mouse(server.name)
+            rows.append(measure("polling (old loop)", "X11 display (Xvfb), XTest motion",
+                                args.seconds, away, present, polled,
+                                (args.events, quick, mouse.move)))
+            xinput = only(lambda: XInputEvents.open(server.name))
+            rows.append(measure("xinput2 (events)", "X11 display (Xvfb), XTest motion",
+                                args.seconds, away, present, xinput,
+                                (args.events, quick, mouse.move)))
+        finally:
+            server.close()
+    else:
+        missing.append("X11 rows: no Xvfb or libXtst")
+    if saved_display is not None:
+        os.environ["DISPLAY"] = saved_display
     print()
-    away = Settings.load(idle_after=0.0, **QUIET)  # always idle: the 10 Hz loop
-    present = Settings.load(idle_after=1e9)  # never away long enough: always busy, 1 Hz
-    rows = [("owner away (idle, 10 Hz)", away), ("owner present (busy, 1 Hz)", present)]
-    print(f"{'detector cost':<40}{'seconds':>8}{'ticks':>8}{'% of one core':>16}")
-    for label, settings in rows:
-        share, ticks = cost(args.seconds, settings)
-        print(f"{label:<40}{args.seconds:>8.0f}{ticks:>8}{share:>16.3f}")
-    if not (shutil.which("Xvfb") and ctypes.util.find_library("Xtst")):
-        print("(no Xvfb or libXtst: X11 figures skipped)")
-        return
-    server = Xvfb()
-    os.environ["DISPLAY"] = server.name
-    try:
-        for label, settings in rows:
-            share, ticks = cost(args.seconds, settings)
-            print(f"{label + ', X11 display':<40}{args.seconds:>8.0f}{ticks:>8}{share:>16.3f}")
-        quick = Settings.load(idle_after=0.3, **QUIET)
-        latencies = [1000 * value for value in reaction(args.events, quick, server.name)]
-    finally:
-        server.close()
-    print()
-    print(f"owner event (X11 mouse motion) -> busy decision, {len(latencies)} events, ms")
-    print(f"{'p50':>8}{'p95':>8}{'max':>8}{'mean':>8}")
-    print(f"{percentile(latencies, 0.5):>8.1f}{percentile(latencies, 0.95):>8.1f}"
-          f"{max(latencies):>8.1f}{statistics.mean(latencies):>8.1f}")
+    print(f"{'backend':<22}{'where':<34}{'% core':>9}{'% core':>9}"
+          f"{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'events':>8}")
+    print(f"{'':<22}{'':<34}{'away':>9}{'present':>9}{'owner event -> busy decision':>35}")
+    for row in rows:
+        print(format_row(row))
+    for line in missing:
+        print(f"not measured: {line}")
 
 
 if __name__ == "__main__":
