@@ -71,7 +71,8 @@ def local_sampler(settings: Settings,
     :class:`~worker.idle.monitor.Monitor` built on it waits on them. With
     active events the input signal is read at every tick (the loop ticks only
     at the slow interval or on input) and the events are one more input
-    probe: "input 2 ms ago" on the tick an event caused.
+    probe: "input 2 ms ago" on the tick an event caused; while they are armed
+    the polled input probes are asked only every ``EVENT_REFRESH`` seconds.
     """
     wake = input_events() if events is True else (events or None)
     catalog = ProcessCatalog()
@@ -81,11 +82,12 @@ def local_sampler(settings: Settings,
     gpu = OthersGpu(own)
     memory = OthersMemory(own)
     exclusive = ExclusivePrograms(settings.exclusive_programs, catalog, own)
-    input_probes = _guarded(backend.current.input_probes())
     event_driven = wake is not None and wake.active
+    inputs = InputIdle(_guarded(backend.current.input_probes()))
     if wake is not None and event_driven:
-        input_probes.append(Guarded("events", wake.input_idle, timeout=None, retry_unknown=0.0))
-    inputs = InputIdle(input_probes)
+        inputs = InputIdle(inputs.probes, armed=lambda: wake.armed,
+                           events=Guarded("events", wake.input_idle, timeout=None,
+                                          retry_unknown=0.0))
     lock = ScreenLock(_guarded(backend.current.lock_probes()))
     gpu_probe = Guarded("nvml", gpu.measure, timeout=2.0, retry_unknown=60.0)
     poll, sample = settings.poll_interval, settings.sample_interval

@@ -18,8 +18,8 @@ class Reads(Protocol):
 
 
 #: With input events, the away loop ticks every this many ``slow`` intervals (input wakes it
-#: at once; others' CPU is a 20 s average anyway): 2 s, the cost goal of 0.1 % of a core.
-EVENT_AWAY_FACTOR = 2.0
+#: at once; others' CPU is a 20 s average anyway): 3 s, within the cost goal of 0.1 % of a core.
+EVENT_AWAY_FACTOR = 3.0
 
 
 class Monitor:
