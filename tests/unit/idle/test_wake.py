@@ -200,7 +200,7 @@ def test_away_the_loop_sleeps_on_events_at_the_slow_pace_and_ticks_at_once_on_in
         stop, lambda _r, decision: states.append(decision.state), fast=0.1, slow=1.0)
 
     assert states == [OwnerState.IDLE, OwnerState.IDLE, OwnerState.BUSY]
-    assert events.calls == [("arm", True), ("wait", 2.0), ("arm", True), ("wait", 2.0),
+    assert events.calls == [("arm", True), ("wait", 3.0), ("arm", True), ("wait", 3.0),
                             ("arm", False), ("wait", 1.0), ("arm", False)]  # and on the way out
 
 
