@@ -11,7 +11,11 @@ Side by side in one run, per input backend:
 - ``inotify`` (event-driven): the same, woken by inotify on a fake
   ``/dev/input`` directory whose ``event*`` files the bench writes to (the
   real one needs root or the ``input`` group, and has no devices in CI);
-- ``logind`` is listed when the system bus is reachable (not measured).
+- ``logind`` is listed when the system bus is reachable (not measured);
+- the host's sensor file, as a worker in a container reads it: polled at
+  10 Hz (the old loop) against re-read on inotify's word that the sensor
+  replaced it (``sensor-file``); a heartbeat writer in another process
+  rewrites it every second, as the host sensor does.
 
 Cost: the detector runs ``--seconds`` in each state, owner away (idle) and
 owner present (busy); its CPU time (all threads of this process; the X
@@ -42,11 +46,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compute.settings import Settings
-from worker.idle._inotify import InotifyEvents
+from worker.idle import hostfile
+from worker.idle._inotify import FileEvents, InotifyEvents
 from worker.idle._linux import LogindSignals
 from worker.idle._xinput import XInputEvents
 from worker.idle.detector import local_sampler, thresholds
 from worker.idle.monitor import Monitor
+from worker.idle.sampler import FileSampler
 from worker.idle.wake import Wake
 from worker.policy import OwnerState, Policy
 
@@ -61,7 +67,46 @@ def cpu_seconds() -> float:
 def monitor(settings: Settings, events: Callable[[], Wake | None]) -> Monitor:
     """The detector as the worker builds it, with the backend's events (None: polled)."""
     wake = events()
+    if settings.sensor_file:
+        sampler = FileSampler(Path(settings.sensor_file), events=wake)
+        return Monitor(sampler, Policy(thresholds(settings)))  # type: ignore[arg-type]
     return Monitor(local_sampler(settings, events=wake or False), Policy(thresholds(settings)))
+
+
+class SensorFile:
+    """The host sensor's file: a heartbeat writer in another process (its CPU is not this
+    process's), and an owner's return written from here."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="sensor-")
+        self.path = Path(self.directory, "state")
+        self.idle()
+        self.heartbeat: subprocess.Popen[bytes] | None = None
+
+    def beat(self, on: bool) -> None:
+        if on and self.heartbeat is None:
+            code = ("import sys, time; sys.path.insert(0, sys.argv[2]);"
+                    "from worker.idle import hostfile\n"
+                    "while True:\n"
+                    "    hostfile.write(sys.argv[1], {'state': 'idle', 'at': time.time(),"
+                    " 'idle_seconds': 3600})\n"
+                    "    time.sleep(1)")
+            self.heartbeat = subprocess.Popen([sys.executable, "-c", code, str(self.path),
+                                               str(Path(__file__).resolve().parents[1])])
+        elif not on and self.heartbeat is not None:
+            self.heartbeat.kill()
+            self.heartbeat.wait()
+            self.heartbeat = None
+
+    def idle(self) -> None:
+        hostfile.write(self.path, {"state": "idle", "at": time.time(), "idle_seconds": 3600})
+
+    def busy(self) -> float:
+        started = time.monotonic()
+        hostfile.write(self.path, {"state": "busy", "at": time.time(),
+                                   "reasons": [{"code": "input", "message": "bench"}]})
+        threading.Timer(0.5, self.idle).start()  # away again for the next event
+        return started
 
 
 def cost(seconds: float, settings: Settings,
@@ -241,6 +286,26 @@ def main() -> None:
     rows.append(measure("inotify (events)", "fake /dev/input, written to", args.seconds,
                         fake_away, present, inotify, (args.events, fake_quick, fake.move)))
     shutil.rmtree(fake.directory, ignore_errors=True)
+    sensor = SensorFile()
+    on_file = {"sensor": f"file:{sensor.path}", "sensor_max_age": 0.0}
+    file_away = Settings.load(idle_after=0.0, **on_file)
+    file_present = Settings.load(idle_after=1e9, **on_file)
+    sensor.beat(True)
+    try:
+        for label, events in (("polling (old loop)", polled),
+                              ("sensor-file (events)",
+                               only(lambda: FileEvents.open(str(sensor.path))))):
+            away_share, _ = cost(args.seconds, file_away, events)
+            present_share, _ = cost(args.seconds, file_present, events)
+            sensor.beat(False)
+            latencies = [1000 * v for v in reaction(args.events, file_away, events, sensor.busy)]
+            sensor.beat(True)
+            row = (label, "host sensor file, beat 1 s", away_share, present_share, latencies)
+            print("  " + format_row(row), flush=True)
+            rows.append(row)
+    finally:
+        sensor.beat(False)
+        shutil.rmtree(sensor.directory, ignore_errors=True)
     missing = []
     logind = LogindSignals.open()
     if isinstance(logind, str):

@@ -17,9 +17,8 @@ from worker import capabilities, celery_gate, fleet_mode, preferences, scratch
 from worker.celery_gate import CeleryActuator, install_gate, install_scratch
 from worker.control_page import ControlPage
 from worker.gate import Gate
-from worker.idle.detector import local_sampler, preferences_file, rules_for
+from worker.idle.detector import file_sampler, local_sampler, preferences_file, rules_for
 from worker.idle.monitor import Monitor
-from worker.idle.sampler import FileSampler
 from worker.memory_cap import CapWatcher
 from worker.owner_loop import OwnerLoop
 from worker.pool_follow import PoolFollower
@@ -58,7 +57,7 @@ def monitor_for(settings: Settings, rules: Rules | None = None) -> Monitor | Non
         return None
     decide = rules or rules_for(settings)
     if settings.sensor_file:
-        return Monitor(FileSampler(Path(settings.sensor_file)), decide)  # type: ignore[arg-type]
+        return Monitor(file_sampler(Path(settings.sensor_file)), decide)  # type: ignore[arg-type]
     main = os.getpid()  # the worker and its pool are never the owner
     return Monitor(local_sampler(settings, roots=lambda: [main]), decide)  # type: ignore[arg-type]
 

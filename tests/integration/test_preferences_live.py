@@ -69,7 +69,7 @@ def test_a_gpu_task_is_ended_when_the_owner_returns_and_resumes_elsewhere_from_i
     owner = Owner.away(tmp_path / "owner")
     first = start(workers, owner, prefs, "prefs-gpu", "--concurrency", "2", "--queues", "cpu,gpu")
     on_gpu = app.signature("compute.diag.burn", (3.0,)).apply_async(queue="gpu")
-    on_cpu = app.signature("compute.diag.burn", (1.0,)).apply_async(queue="cpu")
+    on_cpu = app.signature("compute.diag.burn", (6.0,)).apply_async(queue="cpu")
     wait_for_state(on_gpu, "STARTED")
     wait_for_state(on_cpu, "STARTED")
     time.sleep(1.0)  # progress, checkpointed every 0.2 s

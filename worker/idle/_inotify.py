@@ -153,3 +153,72 @@ class InotifyEvents:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+IN_CLOSE_WRITE = 0x008
+IN_MOVED_TO = 0x080
+FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO
+
+
+class FileEvents:
+    """An event source on one file, replaced by rename (the host's sensor file).
+
+    A worker in a container reads the owner's state from the file the host
+    sensor writes (``worker/idle/hostfile.py``: a temporary file renamed over
+    it). Its folder is watched: the rename raises ``IN_MOVED_TO`` with the
+    file's name, so the worker re-reads the file the moment the sensor wrote
+    "busy" instead of at its next poll. A bind mount into a container is the
+    same inode on the same kernel, so this works there too (not on a Docker
+    Desktop VM share, where the worker polls as before).
+    """
+
+    name = "sensor-file"
+
+    def __init__(self, path: str, *, libc: Any = None) -> None:
+        self.path = path
+        self.directory, self.filename = os.path.split(os.path.abspath(path))
+        self._libc = libc or _Libc()
+        self._fd = self._libc.init()
+        self.armed = False
+        try:
+            self._wd = self._libc.add_watch(self._fd, self.directory, FILE_MASK)
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    @classmethod
+    def open(cls, path: str) -> FileEvents | str:
+        """The source, or a string saying why there is none."""
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            return f"no folder for {path}"
+        try:
+            return cls(path)
+        except OSError as exc:
+            return f"cannot watch {path}: {exc}"
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def arm(self, on: bool) -> None:
+        self.armed = on
+
+    def drain(self) -> bool:
+        """Every queued event read; True if the file was replaced or written while armed."""
+        seen = False
+        while True:
+            try:
+                data = os.read(self._fd, 64 * 1024)
+            except BlockingIOError:
+                break
+            if not data:
+                raise OSError("inotify descriptor closed")
+            for wd, mask, name in parse_events(data):
+                if (wd == self._wd and name == self.filename and mask & FILE_MASK) \
+                        or mask & IN_Q_OVERFLOW:
+                    seen = True
+        return seen and self.armed
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from worker.idle.input import InputIdle
 from worker.idle.lock import ScreenLock
 from worker.idle.memory import OthersMemory
 from worker.idle.processes import OwnProcesses, ProcessCatalog
-from worker.idle.sampler import Sampler, Signal, battery_signal
+from worker.idle.sampler import FileSampler, Sampler, Signal, battery_signal
 from worker.idle.wake import Wake, open_events
 from worker.policy import Policy, Thresholds
 from worker.volunteer_rules import Rules
@@ -54,6 +55,17 @@ def rules_for(settings: Settings) -> Rules:
 def _guarded(probes: list[tuple[str, Probe, bool]]) -> list[Guarded]:
     return [Guarded(name, probe, timeout=PROBE_TIMEOUT if blocking else None)
             for name, probe, blocking in probes]
+
+
+def file_sampler(path: Path) -> FileSampler:
+    """The host's sensor file, re-read the moment the sensor replaces it (inotify on its
+    folder, Linux: a container's worker is Linux), else polled."""
+    openers = []
+    if sys.platform == "linux":
+        from worker.idle._inotify import FileEvents
+
+        openers.append(("sensor-file", lambda: FileEvents.open(str(path))))
+    return FileSampler(path, events=open_events(openers))
 
 
 def input_events() -> Wake:

@@ -63,10 +63,11 @@ class FileSampler:
     """Reads the host's sensor file instead of local signals (a worker in a container)."""
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, events: Wake | None = None) -> None:
         self.path = Path(path)
         self._clock = clock
         self._wall = wall
+        self.events = events  # the file's replacement wakes the monitor (worker.idle.wake)
 
     def read(self) -> Reading:
         wall = self._wall()
