@@ -67,3 +67,24 @@ def fleet(broker) -> dict[str, dict]:
 
 def dumps(value) -> str:
     return json.dumps(value, indent=1)
+
+
+def cpu_and_runnable(process: psutil.Process) -> tuple[float, float]:
+    """CPU seconds used, and seconds it could run (used + run-queue wait; Linux schedstat)."""
+    times = process.cpu_times()
+    used = times.user + times.system
+    try:
+        with open(f"/proc/{process.pid}/schedstat") as stat:
+            ran, waited = (int(value) / 1e9 for value in stat.read().split()[:2])
+        return used, ran + waited
+    except OSError:
+        return used, used
+
+
+def run_share(process: psutil.Process, seconds: float) -> tuple[float, float]:
+    """Over ``seconds``: the share of a core ``process`` used, and the share of the time
+    it was not stopped (what a CPU throttle sets, whatever else loads the machine)."""
+    before, start = cpu_and_runnable(process), time.monotonic()
+    time.sleep(seconds)
+    after, wall = cpu_and_runnable(process), time.monotonic() - start
+    return (after[0] - before[0]) / wall, (after[1] - before[1]) / wall

@@ -27,7 +27,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
     ["submit"], ["submit", "render"], ["submit", "embed"], ["submit", "search"],
     ["submit", "aggregate"], ["job", "status"], ["metrics"], ["ping"], ["volunteer", "up"],
     ["volunteer", "down"], ["volunteer", "status"], ["volunteer", "enroll"],
-    ["volunteer", "revoke"], ["volunteer", "list"], ["coordinator"]])
+    ["volunteer", "revoke"], ["volunteer", "list"], ["volunteer", "install"],
+    ["volunteer", "uninstall"], ["volunteer", "pause"], ["volunteer", "resume"],
+    ["volunteer", "snooze"], ["submit", "sql"], ["coordinator"]])
 def test_every_command_has_help(command):
     done = run_cli(*command, "--help")
     assert done.returncode == 0, done.stderr

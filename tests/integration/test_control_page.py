@@ -12,11 +12,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 from worker import control_page
 from worker.local.worker_process import cli_command
 
 from .chromium import Chromium
-from .gating import Owner, fleet
+from .gating import Owner, fleet, run_share
 from .tools import require
 from .waiting import wait_for, wait_for_state
 
@@ -80,7 +82,7 @@ def test_the_page_refuses_strangers_and_the_terminal_shows_and_pauses(
     assert (no_token, wrong_token, cross_site, cookie_only, rebound) == (401, 401, 403, 403, 421)
     assert "paused" not in prefs.read_text()
 
-    burning = app.signature("compute.diag.burn", (4.0,)).delay()
+    burning = app.signature("compute.diag.burn", (15.0,)).delay()  # outlasts the CLI calls
     wait_for_state(burning, "STARTED")
     ok, data = call(port, "GET", "/api/status", **auth)
     shown = json.loads(data)
@@ -116,7 +118,7 @@ def test_the_page_refuses_strangers_and_the_terminal_shows_and_pauses(
     wait_for(lambda: fleet(broker)[worker.node]["state"] == "idle", timeout=5,
              what="resumed from the terminal")
 
-    assert burning.get(timeout=TIMEOUT)
+    assert burning.get(timeout=3 * TIMEOUT)
     credit = wait_for(lambda: json.loads(call(port, "GET", "/api/status", **auth)[1])
                       ["credit"]["total"]["tasks"] == 1 and
                       json.loads(call(port, "GET", "/api/status", **auth)[1])["credit"],
@@ -175,6 +177,12 @@ def test_the_page_in_chromium_snoozes_resumes_and_edits_a_preference(
             "document.querySelector('[name=\"usage.cpu_limit_percent\"]').value")
         reported = wait_for(lambda: fleet(broker)[worker.node]["preferences"]
                             ["cpu_limit_percent"] == 50, timeout=10, what="worker has 50 %")
+        # ... and the worker obeys it: a burn runs half the time.
+        burn = app.signature("compute.diag.burn", (30.0,)).delay()
+        wait_for_state(burn, "STARTED")
+        time.sleep(1.0)
+        _, runnable = run_share(psutil.Process(worker.pid).children()[0], 4.0)
+        burn.revoke(terminate=True)
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "volunteer-control.png"
         browser.screenshot(shot)
@@ -190,4 +198,5 @@ def test_the_page_in_chromium_snoozes_resumes_and_edits_a_preference(
     assert "cpu_limit_percent = 50" in text and "# the test's preferences" in text
     assert "snooze_until" not in text and "paused = false" in text
     assert shown_limit == "50" and in_form == "50" and reported
+    assert 0.35 <= runnable <= 0.65, f"the burn ran {runnable:.0%} of the time at 50 %"
     assert shot.stat().st_size > 20_000

@@ -12,7 +12,7 @@ import psutil
 
 from worker import preferences
 
-from .gating import Owner, fleet, received
+from .gating import Owner, fleet, received, run_share
 from .waiting import wait_for
 
 TIMEOUT = 30
@@ -91,25 +91,6 @@ def test_the_pool_follows_max_cpus_percent_when_the_file_changes(app, workers, b
     assert app.signature("usage.hog", (1, 0.0)).delay().get(timeout=TIMEOUT)["mib"] == 1
 
 
-def _cpu(process: psutil.Process) -> tuple[float, float]:
-    """CPU seconds used, and seconds it could run (used + run-queue wait; Linux schedstat)."""
-    times = process.cpu_times()
-    used = times.user + times.system
-    try:
-        with open(f"/proc/{process.pid}/schedstat") as stat:
-            ran, waited = (int(value) / 1e9 for value in stat.read().split()[:2])
-        return used, ran + waited
-    except OSError:
-        return used, used
-
-
-def _share(process: psutil.Process, seconds: float) -> tuple[float, float]:
-    before, start = _cpu(process), time.monotonic()
-    time.sleep(seconds)
-    after, wall = _cpu(process), time.monotonic() - start
-    return (after[0] - before[0]) / wall, (after[1] - before[1]) / wall
-
-
 def test_a_burn_runs_half_the_time_at_cpu_limit_50_and_fully_once_lifted(
         app, workers, broker, tmp_path):
     worker, prefs = start(workers, tmp_path, "caps-e", "cpu_limit_percent = 50",
@@ -119,7 +100,7 @@ def test_a_burn_runs_half_the_time_at_cpu_limit_50_and_fully_once_lifted(
     child = psutil.Process(worker.pid).children()[0]
     time.sleep(1.0)
 
-    cpu, runnable = _share(child, 4.0)
+    cpu, runnable = run_share(child, 4.0)
     print(f"\nburn at cpu_limit_percent 50: CPU share {cpu:.3f}, runnable share {runnable:.3f}")
     assert 0.35 <= runnable <= 0.65, runnable  # the time it was not stopped
     assert cpu <= 0.65, cpu  # what a volunteer's task manager shows
@@ -127,6 +108,6 @@ def test_a_burn_runs_half_the_time_at_cpu_limit_50_and_fully_once_lifted(
 
     preferences.update(prefs, {"usage": {"cpu_limit_percent": None}})
     time.sleep(2.0)
-    cpu, runnable = _share(child, 2.0)
+    cpu, runnable = run_share(child, 2.0)
     assert runnable > 0.95
     result.revoke(terminate=True)
