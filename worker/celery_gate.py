@@ -259,6 +259,7 @@ class GateStep(bootsteps.StartStopStep):
         sync_queues(c, self.owner.gate.reapply_queues())
         self.owner.gate.actuator.loop_thread = threading.get_ident()
         self.owner.gate.actuator.consumer = c
+        self.owner.nudge()  # the status report says what is consumed now, not at the next tick
 
     def stop(self, c: Any) -> None:
         self.owner.gate.actuator.consumer = None

@@ -359,7 +359,9 @@ class ControlPage:
     def change(self, changes: dict[str, dict[str, Any]]) -> preferences.Preferences:
         """Write ``changes`` to the preferences file and apply them at once."""
         preferences.update(self.watched.path, changes)  # type: ignore[arg-type]
-        return self.watched.reload_now()
+        prefs = self.watched.reload_now()
+        self.owner.nudge()  # applied now: a snooze stops consuming at once
+        return prefs
 
     def act(self, action: str, body: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """The preference changes a POST to ``/api/<action>`` asks for (ValueError: bad)."""

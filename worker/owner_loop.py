@@ -56,10 +56,18 @@ class OwnerLoop:
         self._loop = Background("idle-accel-owner", self._run)
         self.services: list[Any] = []  # started and stopped with the loop (the control page)
 
+    def nudge(self) -> None:
+        """Tick now rather than at the next interval (the consumer started, the volunteer
+        changed a preference): an event-driven loop sleeps up to 3 s while away."""
+        events = getattr(self.monitor, "events", None)
+        if events is not None and events.active:
+            events.interrupt()
+
     def set_mode(self, mode: Mode) -> None:
         """Follow the fleet's mode (from the broadcast, or read from Redis)."""
         if mode.emergency != self.gate.emergency:
             log.warning("fleet mode: %s", "EMERGENCY" if mode.emergency else "normal")
+            self.nudge()  # report the new mode at once
         self.gate.set_emergency(mode.emergency, requeue_running=mode.requeue_running)
 
     def _refresh_mode(self) -> None:

@@ -346,13 +346,14 @@ def mirror(source: Path, target: Path, stamp: tuple[int, int] | None = None
 class Watched:
     """The current preferences of one file, reloaded when the file changes.
 
-    ``current()`` is cheap (one ``stat`` at most every ``every`` seconds). A
+    ``current()`` is cheap: one ``stat`` (at most every ``every`` seconds; by default
+    on every call, so a tick woken by the file's edit sees it). A
     file that becomes invalid keeps the last good preferences and reports
     the error in ``problem`` (and the log, once), so a typo never turns a
     volunteer's limits off.
     """
 
-    def __init__(self, path: Path | None, *, every: float = 1.0,
+    def __init__(self, path: Path | None, *, every: float = 0.0,
                  base: Preferences | None = None,
                  clock: Any = None) -> None:
         import time

@@ -57,7 +57,8 @@ def monitor_for(settings: Settings, rules: Rules | None = None) -> Monitor | Non
         return None
     decide = rules or rules_for(settings)
     if settings.sensor_file:
-        return Monitor(file_sampler(Path(settings.sensor_file)), decide)  # type: ignore[arg-type]
+        sampler = file_sampler(Path(settings.sensor_file), preferences_file(settings))
+        return Monitor(sampler, decide)  # type: ignore[arg-type]
     main = os.getpid()  # the worker and its pool are never the owner
     return Monitor(local_sampler(settings, roots=lambda: [main]), decide)  # type: ignore[arg-type]
 

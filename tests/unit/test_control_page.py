@@ -115,6 +115,10 @@ class FakeGate:
 class FakeOwner:
     def __init__(self) -> None:
         self.gate = FakeGate()
+        self.nudged = 0
+
+    def nudge(self) -> None:
+        self.nudged += 1  # a change applies at once, not at the loop's next tick
 
     def document(self):
         return {"node": "w@h", "state": "busy", "volunteer": None,
@@ -204,6 +208,7 @@ def test_controls_write_the_file_keeping_its_comments(page):
     assert "# keep this comment" in text and "# mine" in text
     assert stat.S_IMODE(page.watched.path.stat().st_mode) == 0o600
     assert json.loads(data)["status"]["schedule"]["sun"] == ["18:00-08:00"]
+    assert page.owner.nudged == 4  # each change applied at once, not at the next tick
 
 
 @pytest.mark.parametrize("action, body, why", [

@@ -161,7 +161,8 @@ FILE_MASK = IN_CLOSE_WRITE | IN_MOVED_TO
 
 
 class FileEvents:
-    """An event source on one file, replaced by rename (the host's sensor file).
+    """An event source on one file, replaced by rename (the host's sensor file, or the
+    volunteer's preferences: ``kind`` "settings", so an edit applies at once).
 
     A worker in a container reads the owner's state from the file the host
     sensor writes (``worker/idle/hostfile.py``: a temporary file renamed over
@@ -172,10 +173,11 @@ class FileEvents:
     Desktop VM share, where the worker polls as before).
     """
 
-    name = "sensor-file"
-
-    def __init__(self, path: str, *, libc: Any = None) -> None:
+    def __init__(self, path: str, *, name: str = "sensor-file", kind: str = "state",
+                 libc: Any = None) -> None:
         self.path = path
+        self.name = name
+        self.kind = kind  # worker.idle.wake: a file is never owner input
         self.directory, self.filename = os.path.split(os.path.abspath(path))
         self._libc = libc or _Libc()
         self._fd = self._libc.init()
@@ -187,12 +189,13 @@ class FileEvents:
             raise
 
     @classmethod
-    def open(cls, path: str) -> FileEvents | str:
+    def open(cls, path: str, *, name: str = "sensor-file",
+             kind: str = "state") -> FileEvents | str:
         """The source, or a string saying why there is none."""
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             return f"no folder for {path}"
         try:
-            return cls(path)
+            return cls(path, name=name, kind=kind)
         except OSError as exc:
             return f"cannot watch {path}: {exc}"
 

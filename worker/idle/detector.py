@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from compute.settings import Settings
 from worker import preferences
@@ -57,20 +58,32 @@ def _guarded(probes: list[tuple[str, Probe, bool]]) -> list[Guarded]:
             for name, probe, blocking in probes]
 
 
-def file_sampler(path: Path) -> FileSampler:
+def _file_openers(files: Iterable[tuple[Path, str, str]]) -> list[tuple[str, Any]]:
+    """Event sources on files replaced by rename (inotify on their folders; Linux)."""
+    if sys.platform != "linux":
+        return []
+    from worker.idle._inotify import FileEvents
+
+    return [(name, lambda p=path, n=name, k=kind: FileEvents.open(str(p), name=n, kind=k))
+            for path, name, kind in files]
+
+
+def file_sampler(path: Path, preferences_path: Path | None = None) -> FileSampler:
     """The host's sensor file, re-read the moment the sensor replaces it (inotify on its
-    folder, Linux: a container's worker is Linux), else polled."""
-    openers = []
-    if sys.platform == "linux":
-        from worker.idle._inotify import FileEvents
+    folder, Linux: a container's worker is Linux), else polled; an edit of the
+    preferences file wakes the loop too."""
+    files = [(path, "sensor-file", "state")]
+    if preferences_path is not None:
+        files.append((preferences_path, "preferences", "settings"))
+    return FileSampler(path, events=open_events(_file_openers(files)))
 
-        openers.append(("sensor-file", lambda: FileEvents.open(str(path))))
-    return FileSampler(path, events=open_events(openers))
 
-
-def input_events() -> Wake:
-    """This OS's input-event sources (XInput2, inotify, logind), or an inactive Wake (poll)."""
-    return open_events(backend.current.input_event_openers())
+def input_events(preferences_path: Path | None = None) -> Wake:
+    """This OS's input-event sources (XInput2, inotify, logind), or an inactive Wake (poll);
+    an edit of the preferences file wakes the loop too where input events are watched."""
+    extra = [] if preferences_path is None else \
+        _file_openers([(preferences_path, "preferences", "settings")])
+    return open_events([*backend.current.input_event_openers(), *extra])
 
 
 def local_sampler(settings: Settings,
@@ -86,7 +99,7 @@ def local_sampler(settings: Settings,
     probe: "input 2 ms ago" on the tick an event caused; while they are armed
     the polled input probes are asked only every ``EVENT_REFRESH`` seconds.
     """
-    wake = input_events() if events is True else (events or None)
+    wake = input_events(preferences_file(settings)) if events is True else (events or None)
     catalog = ProcessCatalog()
     own = OwnProcesses(roots=roots, uids=[int(uid) for uid in settings.own_uids],
                        catalog=catalog)

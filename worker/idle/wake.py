@@ -87,7 +87,9 @@ class Wake:
 
     @property
     def active(self) -> bool:
-        return bool(self.sources)
+        """Whether the loop can sleep on events: a source of owner input or of the owner's
+        state (the sensor file); a preferences file alone only wakes it."""
+        return any(_kind(source) != "settings" for source in self.sources)
 
     def arm(self, on: bool) -> None:
         """Arm while the owner is away; disarming forgets input (it is not watched then)."""
@@ -159,16 +161,17 @@ class Wake:
                     os.close(fd)
             self._read_end = self._write_end = -1
 
-    def _woken(self, name: str) -> str:
-        self.last_input = self._clock()
-        self.woken_by = name
-        return name
+    def _woken(self, source: Source) -> str:
+        if _kind(source) == "input":  # a state or settings file is not the owner's hand
+            self.last_input = self._clock()
+        self.woken_by = source.name
+        return source.name
 
-    def _drain_all(self, sources: Iterable[Source]) -> str | None:
+    def _drain_all(self, sources: Iterable[Source]) -> Source | None:
         seen = None
         for source in list(sources):
             if self._guard(source, source.drain) and seen is None:
-                seen = source.name
+                seen = source
         return seen
 
     def _guard(self, source: Source, call: Callable[[], Any]) -> Any:
@@ -190,6 +193,12 @@ class Wake:
                 pass
         except (BlockingIOError, OSError):
             pass
+
+
+def _kind(source: Source) -> str:
+    """``input`` (owner input: the default), ``state`` (the host's sensor file) or
+    ``settings`` (the volunteer's preferences: a change is applied at once)."""
+    return getattr(source, "kind", "input")
 
 
 def _close(source: Source) -> None:
@@ -216,7 +225,7 @@ def open_events(openers: Iterable[tuple[str, Callable[[], Source | str]]]) -> Wa
         else:
             sources.append(result)
     wake = Wake(sources, missing=missing)
-    if sources:
+    if wake.active:
         log.info("input events: %s (event-driven)", wake.name)
     else:
         log.info("input events: none, polling input (%s)", "; ".join(missing) or "no mechanism")

@@ -58,3 +58,20 @@ def test_no_folder_no_source(tmp_path):
     from worker.idle._inotify import FileEvents
 
     assert "no folder" in FileEvents.open(str(tmp_path / "missing" / "state"))
+
+
+def test_a_preferences_edit_wakes_the_loop_but_is_not_owner_input(tmp_path):
+    from worker.idle._inotify import FileEvents
+
+    prefs = tmp_path / "preferences.toml"
+    prefs.write_text("")
+    source = FileEvents.open(str(prefs), name="preferences", kind="settings")
+    wake = Wake([source])
+    assert not wake.active  # a settings file alone does not make the loop event-driven
+    try:
+        wake.arm(True)
+        threading.Timer(0.1, lambda: hostfile.write(prefs, {})).start()  # replaced by rename
+        assert wake.wait(10.0) == "preferences"
+        assert wake.last_input is None and not wake.input_idle().known  # not the owner
+    finally:
+        wake.close()
