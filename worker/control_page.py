@@ -331,6 +331,7 @@ class ControlPage:
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.token_file.unlink(missing_ok=True)  # the token dies with the page
 
     # -- what it shows and does
 

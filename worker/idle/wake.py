@@ -83,7 +83,9 @@ class Wake:
 
     @property
     def name(self) -> str:
-        return "+".join(source.name for source in self.sources) or "polling"
+        """The sources of owner input or state (a preferences file only wakes the loop)."""
+        return "+".join(source.name for source in self.sources
+                        if _kind(source) != "settings") or "polling"
 
     @property
     def active(self) -> bool:
