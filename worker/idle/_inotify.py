@@ -51,6 +51,19 @@ def parse_events(data: bytes) -> list[tuple[int, int, str]]:
     return events
 
 
+def read_pending(fd: int) -> list[tuple[int, int, str]]:
+    """Every event queued on the non-blocking inotify descriptor ``fd``, without waiting."""
+    events: list[tuple[int, int, str]] = []
+    while True:
+        try:
+            data = os.read(fd, 64 * 1024)
+        except BlockingIOError:
+            return events
+        if not data:
+            raise OSError("inotify descriptor closed")
+        events += parse_events(data)
+
+
 class _Libc:
     """The three inotify calls, through ctypes (the standard library has none)."""
 
@@ -133,20 +146,13 @@ class InotifyEvents:
     def drain(self) -> bool:
         """Every queued event read; True if a watched device was read or written."""
         seen = False
-        while True:
-            try:
-                data = os.read(self._fd, 64 * 1024)
-            except BlockingIOError:
-                break
-            if not data:
-                raise OSError("inotify descriptor closed")
-            for wd, mask, name in parse_events(data):
-                if wd == self._directory_wd and mask & (IN_CREATE | IN_ATTRIB) and name:
-                    self._watch(name)  # a device plugged in, or its permissions changed
-                elif mask & IN_IGNORED:
-                    self.devices.pop(wd, None)  # unplugged
-                elif (wd in self.devices and mask & DEVICE_MASK) or mask & IN_Q_OVERFLOW:
-                    seen = True
+        for wd, mask, name in read_pending(self._fd):
+            if wd == self._directory_wd and mask & (IN_CREATE | IN_ATTRIB) and name:
+                self._watch(name)  # a device plugged in, or its permissions changed
+            elif mask & IN_IGNORED:
+                self.devices.pop(wd, None)  # unplugged
+            elif (wd in self.devices and mask & DEVICE_MASK) or mask & IN_Q_OVERFLOW:
+                seen = True
         return seen and self.armed
 
     def close(self) -> None:
@@ -208,17 +214,10 @@ class FileEvents:
     def drain(self) -> bool:
         """Every queued event read; True if the file was replaced or written while armed."""
         seen = False
-        while True:
-            try:
-                data = os.read(self._fd, 64 * 1024)
-            except BlockingIOError:
-                break
-            if not data:
-                raise OSError("inotify descriptor closed")
-            for wd, mask, name in parse_events(data):
-                if (wd == self._wd and name == self.filename and mask & FILE_MASK) \
-                        or mask & IN_Q_OVERFLOW:
-                    seen = True
+        for wd, mask, name in read_pending(self._fd):
+            if (wd == self._wd and name == self.filename and mask & FILE_MASK) \
+                    or mask & IN_Q_OVERFLOW:
+                seen = True
         return seen and self.armed
 
     def close(self) -> None:
