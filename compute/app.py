@@ -21,7 +21,8 @@ from compute.sdk import route_by_needs
 from compute.settings import Settings
 
 #: Task modules every worker imports (heavy engines load on first use, from extras).
-BUILTIN_TASK_MODULES = ("compute.diag", "compute.data", "compute.inference", "compute.render")
+BUILTIN_TASK_MODULES = ("compute.diag", "compute.data", "compute.inference", "compute.render",
+                        "compute.train")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -48,9 +48,26 @@ def submit(app: Celery, kind: str, parts: list[Signature], assemble: Signature,
     result = chord(parts)(assemble)
     job = Job(id=result.id, kind=kind, parts=[part.id for part in result.parent.results],
               assemble=result.id, created=time.time(), details=details or {})
+    record(app, job)
+    return job
+
+
+def record(app: Celery, job: Job) -> None:
+    """Store ``job``'s record (it expires with the results)."""
     app.backend.client.set(keys.job(job.id), json.dumps(asdict(job)),
                            ex=int(app.conf.result_expires or 86_400))
-    return job
+
+
+def update(app: Celery, job_id: str, **details: Any) -> None:
+    """Merge ``details`` into a job's record (a long job's progress: a training round).
+
+    Nothing when the record is gone (expired, or a step run outside a job)."""
+    try:
+        job = load(app, job_id)
+    except JobError:
+        return
+    job.details.update(details)
+    record(app, job)
 
 
 def load(app: Celery, job_id: str) -> Job:

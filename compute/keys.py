@@ -108,3 +108,13 @@ def region_stats(region: str) -> str:
     """What happened to ``region`` (hash: ``recovered`` = messages pushed back when it died,
     ``declared_dead`` = how many times)."""
     return f"{PREFIX}region:{region}:stats"
+
+
+def train_arrived(job_id: str, number: int) -> str:
+    """A training round's arrivals (hash: replica -> JSON row), frozen once it closes."""
+    return f"{PREFIX}train:{job_id}:{number}:arrived"
+
+
+def train_closed(job_id: str, number: int) -> str:
+    """Who closes a training round (the closing task's id); set once, first come."""
+    return f"{PREFIX}train:{job_id}:{number}:closed"

@@ -8,13 +8,14 @@ JSON value: volunteers read and write the data where it lives.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from compute import data, inference, jobs, render, sql_inputs, sql_plan
+from compute import data, inference, jobs, render, sql_inputs, sql_plan, train, train_spec
 from compute.errors import InvalidArgument
 from compute.sdk import Needs
 
@@ -136,6 +137,32 @@ def render_tiles(app: Celery, blend: str, number: int, output: str, *, grid: tup
                        render.assemble_tiles.s(output).set(queue=queue),
                        {"blend": blend, "frame": number, "grid": [cols, rows],
                         "output": output})
+
+
+def train_classifier(app: Celery, data_path: str, output: str, **settings: Any) -> jobs.Job:
+    """A DiLoCo training job (``compute.train``): its record now, its rounds on the workers.
+
+    ``settings``: any of ``compute.train_spec`` (rounds, replicas, inner_steps, ...).
+    The submitter needs no torch: the team queue's ``start`` builds the model.
+    """
+    job_id = str(uuid.uuid4())
+    spec = train_spec.check({"job": job_id, "data": _absolute(data_path),
+                             "output": _absolute(output),
+                             **{k: v for k, v in settings.items() if v is not None}}, "train")
+    _exists(spec["data"], "train")
+    parts = [train.replica_id(job_id, number, index) for number in range(spec["rounds"])
+             for index in range(spec["replicas"])]
+    if len(parts) > jobs.MAX_PARTS * 10:
+        raise InvalidArgument(f"train: {spec['rounds']} rounds of {spec['replicas']} replicas "
+                              f"is more than {jobs.MAX_PARTS * 10} tasks; take more inner "
+                              "steps per round instead")
+    job = jobs.Job(id=job_id, kind="train", parts=parts, assemble=job_id, created=time.time(),
+                   details={"output": spec["output"], "data": spec["data"],
+                            "model": spec["model"], "rounds": spec["rounds"], "round": 0,
+                            "replicas": spec["replicas"], "queue": spec["queue"]})
+    jobs.record(app, job)
+    train.start.apply_async((spec,), queue=spec["queue"])
+    return job
 
 
 def _exists(path: str, kind: str) -> None:

@@ -18,6 +18,9 @@ import re
 CPU = "cpu"
 GPU = "gpu"
 EMERGENCY = "emergency"
+#: Steps only the team's own machines run (a training round's start and close write the
+#: model everyone trains): dedicated workers consume it, the coordinator never serves it.
+TEAM = "team"
 
 #: Queues every deployment declares. Others (tiers, regions) are created on first use.
 DECLARED = (CPU, GPU, EMERGENCY)

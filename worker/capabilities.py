@@ -76,11 +76,12 @@ GIB = 1024**3
 
 
 def queues_for(configured: tuple[str, ...], hardware: Hardware,
-               region: str | None = None) -> tuple[str, ...]:
+               region: str | None = None, *, team: bool = False) -> tuple[str, ...]:
     """The queues to consume: ``configured``, else what the hardware serves; plus region twins.
 
     Automatic: ``cpu`` and the RAM tiers the machine reaches; with an NVIDIA
-    GPU also ``gpu`` and the VRAM tiers of its largest GPU.
+    GPU also ``gpu`` and the VRAM tiers of its largest GPU; with ``team`` (a
+    dedicated worker: the team's own machine) the ``team`` queue too.
     """
     base = list(configured)
     if not base:
@@ -88,6 +89,8 @@ def queues_for(configured: tuple[str, ...], hardware: Hardware,
         if hardware.gpus:
             vram = max(gpu.memory_bytes for gpu in hardware.gpus) / GIB
             base += [q.GPU, *q.tiers_within(q.GPU, "vram", vram, q.VRAM_TIERS)]
+        if team:
+            base.append(q.TEAM)
     if not region:
         return tuple(base)
     regional = [q.regional(name, region) for name in base if not q.region_of(name)]

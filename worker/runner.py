@@ -122,7 +122,8 @@ def run_worker(settings: Settings) -> int:
     app = create_app(settings)
     node = node_name(settings.name)
     hardware = capabilities.measure()
-    queues = capabilities.queues_for(settings.queues, hardware, settings.region)
+    queues = capabilities.queues_for(settings.queues, hardware, settings.region,
+                                     team=settings.mode == "dedicated")
     install_gate(app, owner_loop(settings, node, queues, hardware))
     if settings.mode == "volunteer":
         install_scratch(scratch.root_for(node))  # before the pool starts: its processes inherit it

@@ -21,6 +21,7 @@ from worker.cli import (
     secrets_cmd,
     sensor_cmd,
     submit_cmd,
+    train_cmd,  # noqa: F401 (adds `submit train-classifier` and `submit predict`)
     volunteer_cmd,
     worker_cmd,
 )
