@@ -326,6 +326,10 @@ def minilm_classifier(data: Data, options: dict, device: str) -> Model:
         for block in encoder[0].auto_model.encoder.layer[-layers:]:
             for parameter in block.parameters():
                 parameter.requires_grad = True
+            # The attention's key bias adds the same q·b to every score of a query, which
+            # softmax ignores: its true gradient is 0, and AdamW would turn the rounding
+            # noise left in its place into full-size steps. It stays as shipped.
+            block.attention.self.key.bias.requires_grad = False
     classifier = MiniLMClassifier(encoder, len(data.labels))
     classifier.module.to(device)
 
