@@ -82,3 +82,9 @@ def test_a_need_goes_to_the_smallest_tier_that_holds_it(gib, expected):
 def test_a_need_beyond_every_tier_is_refused():
     with pytest.raises(ValueError, match="more than any worker tier"):
         queues.tier("cpu", "ram", 1000, queues.RAM_TIERS)
+
+
+def test_a_dedicated_worker_also_serves_the_team_queue_and_a_volunteer_does_not():
+    assert queues_for((), CPU_ONLY, team=True)[-1] == "team"
+    assert "team" not in queues_for((), CPU_ONLY)
+    assert queues_for(("cpu",), CPU_ONLY, team=True) == ("cpu",)  # configured: as given

@@ -47,3 +47,10 @@ def test_only_task_queues_are_kept() -> None:
     found = reports.clean("m", report(consuming=["cpu", "idle-accel:verdicts", "../x", 7,
                                                  "gpu.vram24@eu-west", "cpu:x"]), now=NOW)
     assert found["consuming"] == ["cpu", "gpu.vram24@eu-west"]
+
+
+def test_the_team_queue_is_never_served_to_a_volunteer() -> None:
+    """A training round's start and close write the model: a volunteer that says it
+    consumes ``team`` is not believed, so the coordinator never assigns it such a step."""
+    found = reports.clean("m", report(consuming=["team", "cpu", "team@eu-west"]), now=NOW)
+    assert found["consuming"] == ["cpu"]
