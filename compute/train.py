@@ -174,7 +174,16 @@ def replica(self, spec: dict, number: int, replica: int) -> dict:
     tail = losses[-max(1, len(losses) // 4):] or [math.nan]
     return {**summary, "loss": sum(tail) / len(tail), "steps": steps, "resumed_from": first,
             "bytes": sent, "seconds": round(time.monotonic() - started, 3),
-            "device": str(next(iter(run.params.values())).device)}
+            "peak_rss_mb": _peak_rss_mb(), "device": str(next(iter(run.params.values())).device)}
+
+
+def _peak_rss_mb() -> float:
+    """This pool process's peak resident memory so far (MiB; what a replica costs a PC)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 def _resume(task: Any, run: train_loop.Replica, store: Store, number: int, index: int,
@@ -213,8 +222,12 @@ def _arrival_row(result: Any) -> dict[str, Any]:
     loss = result.get("loss")
     host = result.get("hostname")
     return {"hostname": _HOST.sub("", host)[:100] if isinstance(host, str) else "",
-            "loss": float(loss) if validate.is_a(loss, (int, float)) and
-            math.isfinite(loss) and abs(loss) < 1e9 else None}
+            "loss": _bounded(loss, 1e9), "peak_rss_mb": _bounded(result.get("peak_rss_mb"), 1e7)}
+
+
+def _bounded(value: Any, limit: float) -> float | None:
+    return (float(value) if validate.is_a(value, (int, float)) and math.isfinite(value)
+            and abs(value) < limit else None)
 
 
 @compute_task("compute.train.close_round")
@@ -300,6 +313,8 @@ def _close(task: Any, spec: dict[str, Any], number: int,
            * spec["batch_size"], "replicas": used, "refused": refused,
            "volunteers": sorted({arrivals[i]["hostname"] for i in used}),
            "late": sorted(set(range(spec["replicas"])) - set(arrivals)),
+           "replica_peak_rss_mb": max((arrivals[i]["peak_rss_mb"] or 0.0 for i in used),
+                                      default=None),
            "bytes_per_replica": 2 * expected, "time": time.time(),
            "close_seconds": 0.0}
     last = number + 1 == spec["rounds"]
