@@ -98,7 +98,9 @@ def on_workers(args: argparse.Namespace, count: int, workdir: Path, env: dict, a
         team.stop()
     return {"rows": [{**row, "seconds": row["time"] - started} for row in rows],
             "peak_rss_mb": max(row.get("replica_peak_rss_mb") or 0 for row in rows),
-            "bytes_per_replica": rows[0]["bytes_per_replica"]}
+            "bytes_per_replica": rows[0]["bytes_per_replica"],
+            "replica_s": sum(row["replica_seconds"] for row in rows) / len(rows),
+            "close_s": sum(row["close_seconds"] for row in rows) / len(rows)}
 
 
 def reached(rows: list[dict], target: float) -> str:
@@ -139,6 +141,11 @@ def main() -> None:
         rows = found["rows"]
         print(f"{name:<22} {reached(rows, args.target):>10} {rows[-1]['seconds']:>8.1f} "
               f"{100 * rows[-1]['val_accuracy']:>8.2f}% {found['peak_rss_mb']:>12.0f}")
+    for name, found in results.items():
+        if "close_s" in found:
+            print(f"{name}: per round, the slowest replica {found['replica_s']:.1f} s (model "
+                  f"load, {spec['inner_steps']} steps, Δ written), the close "
+                  f"{found['close_s']:.1f} s (Δs checked, outer step, validation scored)")
     moved = results["idle-accel, 2 workers"]["bytes_per_replica"]
     per_step = moved * spec["inner_steps"]
     print(f"bytes per replica per round: DiLoCo {moved / 1e6:.1f} MB (θ in, Δ out); "

@@ -71,11 +71,13 @@ def _fails(task: Any, exc: Exception, what: str = "spec") -> InvalidArgument:
     return InvalidArgument(f"{task.name}: argument '{what}': {exc}")
 
 
-def _setup(task: Any, spec: dict[str, Any], number: int = 0, shards: int = 1
-           ) -> train_loop.Replica:
+def _setup(task: Any, spec: dict[str, Any], number: int = 0, shards: int = 1, *,
+           fresh: bool = False) -> train_loop.Replica:
+    """The model (this process's last one when it is the same: the caller loads θ)."""
+    make = train_loop.build if fresh else train_loop.reuse
     try:
-        return train_loop.build(spec, train_loop.load_data(spec), device(spec["gpu"]),
-                                number=number, shards=shards)
+        return make(spec, train_loop.load_data(spec), device(spec["gpu"]), number=number,
+                    shards=shards)
     except ValueError as exc:  # the dataset's or model's own word on the spec
         raise _fails(task, exc) from None
 
@@ -103,7 +105,7 @@ def start(self, spec: dict) -> dict:
     """Build the model, write round 0's weights and send round 0 (and the baseline)."""
     spec = train_spec.check(spec, self.name)
     store = Store(spec["output"])
-    built = _setup(self, spec)
+    built = _setup(self, spec, fresh=True)  # the seeded initial weights
     try:
         store.root.mkdir(parents=True, exist_ok=True)
         (store.root / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -222,7 +224,8 @@ def _arrival_row(result: Any) -> dict[str, Any]:
     loss = result.get("loss")
     host = result.get("hostname")
     return {"hostname": _HOST.sub("", host)[:100] if isinstance(host, str) else "",
-            "loss": _bounded(loss, 1e9), "peak_rss_mb": _bounded(result.get("peak_rss_mb"), 1e7)}
+            "loss": _bounded(loss, 1e9), "peak_rss_mb": _bounded(result.get("peak_rss_mb"), 1e7),
+            "seconds": _bounded(result.get("seconds"), 1e7)}
 
 
 def _bounded(value: Any, limit: float) -> float | None:
@@ -313,8 +316,10 @@ def _close(task: Any, spec: dict[str, Any], number: int,
            * spec["batch_size"], "replicas": used, "refused": refused,
            "volunteers": sorted({arrivals[i]["hostname"] for i in used}),
            "late": sorted(set(range(spec["replicas"])) - set(arrivals)),
-           "replica_peak_rss_mb": max((arrivals[i]["peak_rss_mb"] or 0.0 for i in used),
+           "replica_peak_rss_mb": max((arrivals[i].get("peak_rss_mb") or 0.0 for i in used),
                                       default=None),
+           "replica_seconds": max((arrivals[i].get("seconds") or 0.0 for i in used),
+                                  default=None),
            "bytes_per_replica": 2 * expected, "time": time.time(),
            "close_seconds": 0.0}
     last = number + 1 == spec["rounds"]

@@ -104,7 +104,8 @@ def test_a_volunteers_result_cannot_name_another_replica_or_smuggle_values(
     with broker.client() as client:
         (recorded,) = client.hgetall(keys.train_arrived(JOB, 0)).items()
     assert recorded[0] == b"0"  # the link's replica number, not the result's claim
-    assert json.loads(recorded[1]) == {"hostname": "evil2J" + "x" * 94, "loss": None}
+    assert json.loads(recorded[1]) == {"hostname": "evil2J" + "x" * 94, "loss": None,
+                                       "peak_rss_mb": None, "seconds": None}
 
 
 def test_a_replica_arriving_after_the_close_is_late_and_unused(app, broker, round_zero):
@@ -126,7 +127,7 @@ def test_only_one_task_closes_a_round(broker):
     with broker.client() as client:
         assert train_rounds.arrive(client, JOB, 3, 0, {"hostname": "a", "loss": 1.0}, 60) == 1
         assert train_rounds.close(client, JOB, 3, "closer-1", 60) == {
-            0: {"hostname": "a", "loss": 1.0}}
+            0: {"hostname": "a", "loss": 1.0}}  # the row as it was recorded
         assert train_rounds.close(client, JOB, 3, "closer-2", 60) is None
         assert train_rounds.close(client, JOB, 3, "closer-1", 60) is not None  # redelivered
         assert train_rounds.arrive(client, JOB, 3, 1, {}, 60) == train_rounds.LATE
