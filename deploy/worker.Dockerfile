@@ -1,7 +1,7 @@
 # Idle Accelerator image: the volunteer worker (and Flower, and the metrics
 # exporter, with another entrypoint).
 #   docker build -f deploy/worker.Dockerfile -t idle-accelerator .
-#   docker build -f deploy/worker.Dockerfile --build-arg EXTRAS=render,inference \
+#   docker build -f deploy/worker.Dockerfile --build-arg EXTRAS=render,inference,train \
 #       -t idle-accelerator:full .          # the task modules' engines too
 # GPU volunteers: build on a CUDA runtime base and pass the GPU through
 # (compose profile "gpu"); see docs/admin.md, "Containers".
