@@ -150,6 +150,7 @@ def train_classifier(app: Celery, data_path: str, output: str, **settings: Any) 
                              "output": _absolute(output),
                              **{k: v for k, v in settings.items() if v is not None}}, "train")
     _exists(spec["data"], "train")
+    _check_dataset(spec)
     parts = [train.replica_id(job_id, number, index) for number in range(spec["rounds"])
              for index in range(spec["replicas"])]
     if len(parts) > jobs.MAX_PARTS * 10:
@@ -163,6 +164,20 @@ def train_classifier(app: Celery, data_path: str, output: str, **settings: Any) 
     jobs.record(app, job)
     train.start.apply_async((spec,), queue=spec["queue"])
     return job
+
+
+def _check_dataset(spec: dict[str, Any]) -> None:
+    """The dataset read here first, when this client has it (the built-in CSV always)."""
+    from compute import train_models
+
+    try:
+        reader = train_models.dataset(spec["dataset"])
+    except ValueError:
+        return  # a team's own, registered on the workers only
+    try:
+        reader(spec["data"], spec["options"], spec["seed"])
+    except ValueError as exc:
+        raise InvalidArgument(f"train: {exc}") from None
 
 
 def _exists(path: str, kind: str) -> None:

@@ -24,12 +24,14 @@ saved model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,19 @@ def _setup(task: Any, spec: dict[str, Any], number: int = 0, shards: int = 1, *,
         raise _fails(task, exc) from None
 
 
+@contextlib.contextmanager
+def _failing_the_job(task: Any, spec: dict[str, Any]) -> Iterator[None]:
+    """An InvalidArgument here (the job's data, model or folder) fails the whole job now.
+
+    A volunteer's worker stores it in its own namespace, where no one reads
+    it; there the round's deadline ends the job instead."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        task.backend.mark_as_failure(spec["job"], exc)
+        raise
+
+
 def _ttl(task: Any) -> int:
     return int(task.app.conf.result_expires or 86_400)
 
@@ -105,14 +120,15 @@ def start(self, spec: dict) -> dict:
     """Build the model, write round 0's weights and send round 0 (and the baseline)."""
     spec = train_spec.check(spec, self.name)
     store = Store(spec["output"])
-    built = _setup(self, spec, fresh=True)  # the seeded initial weights
-    try:
-        store.root.mkdir(parents=True, exist_ok=True)
-        (store.root / "spec.json").write_text(json.dumps(spec, indent=2))
-        if not store.global_weights(0).exists():
-            save(store.global_weights(0), built.weights())
-    except OSError as exc:
-        raise _fails(self, f"cannot write under {spec['output']!r}: {exc}") from None
+    with _failing_the_job(self, spec):
+        built = _setup(self, spec, fresh=True)  # the seeded initial weights
+        try:
+            store.root.mkdir(parents=True, exist_ok=True)
+            (store.root / "spec.json").write_text(json.dumps(spec, indent=2))
+            if not store.global_weights(0).exists():
+                save(store.global_weights(0), built.weights())
+        except OSError as exc:
+            raise _fails(self, f"cannot write under {spec['output']!r}: {exc}") from None
     send_round(spec, 0)
     if spec["baseline"]:
         baseline.apply_async((spec,), queue=spec["queue"])
@@ -144,12 +160,12 @@ def replica(self, spec: dict, number: int, replica: int) -> dict:
     summary = {"hostname": self.request.hostname, "round": number, "replica": index}
     if store.closed(number):
         return {**summary, "late": True}
-    run = _setup(self, spec, index, spec["replicas"])
+    with _failing_the_job(self, spec):  # the data or model: the same on every worker
+        run = _setup(self, spec, index, spec["replicas"])
     expected = diloco.tensor_bytes(run.weights())
     try:
         theta = load(store.global_weights(number), expected)
-        if set(theta) != set(run.params):
-            raise Unreadable("its tensors are not the model's")
+        _check_fits(theta, run)
     except Unreadable as exc:
         if store.closed(number):
             return {**summary, "late": True}
@@ -177,6 +193,13 @@ def replica(self, spec: dict, number: int, replica: int) -> dict:
     return {**summary, "loss": sum(tail) / len(tail), "steps": steps, "resumed_from": first,
             "bytes": sent, "seconds": round(time.monotonic() - started, 3),
             "peak_rss_mb": _peak_rss_mb(), "device": str(next(iter(run.params.values())).device)}
+
+
+def _check_fits(theta: dict[str, Any], run: train_loop.Replica) -> None:
+    """Unreadable unless ``theta`` holds the model's trainable tensors, by name and shape."""
+    if set(theta) != set(run.params) or any(tuple(theta[name].shape) != tuple(p.shape)
+                                            for name, p in run.params.items()):
+        raise Unreadable("its tensors are not the model's")
 
 
 def _peak_rss_mb() -> float:
@@ -229,8 +252,8 @@ def _arrival_row(result: Any) -> dict[str, Any]:
 
 
 def _bounded(value: Any, limit: float) -> float | None:
-    return (float(value) if validate.is_a(value, (int, float)) and math.isfinite(value)
-            and abs(value) < limit else None)
+    return (float(value) if validate.is_a(value, (int, float)) and abs(value) < limit
+            and math.isfinite(value) else None)  # abs first: 10**400 has no float
 
 
 @compute_task("compute.train.close_round")
@@ -287,7 +310,11 @@ def _close(task: Any, spec: dict[str, Any], number: int,
     started = time.monotonic()
     store = Store(spec["output"])
     run = _setup(task, spec)
-    theta = load(store.global_weights(number))
+    try:
+        theta = load(store.global_weights(number))
+        _check_fits(theta, run)
+    except Unreadable as exc:
+        raise _fails(task, f"round {number}'s weights: {exc}") from None
     expected = diloco.tensor_bytes(theta)
     limit = diloco.bound(theta, train_spec.inner(spec), spec["inner_steps"])
     deltas, used, refused = [], [], []
@@ -379,7 +406,6 @@ def baseline(self, spec: dict) -> dict:
     store = Store(spec["output"])
     every = spec["replicas"] * spec["inner_steps"]
     started = time.monotonic()
-    data = _validation(spec)
 
     def report(step: int, run: train_loop.Replica, loss: float) -> None:
         scores = run.model.evaluate(data)
@@ -389,12 +415,15 @@ def baseline(self, spec: dict) -> dict:
                                     "samples": step * spec["batch_size"],
                                     "seconds": round(time.monotonic() - started, 3)})
 
-    store.baseline.unlink(missing_ok=True)
     try:
+        data = _validation(spec)
+        store.baseline.unlink(missing_ok=True)
         train_loop.local_training(spec, every * spec["rounds"], device(spec["gpu"]),
                                   every, report)
     except ValueError as exc:
         raise _fails(self, exc) from None
+    except OSError as exc:
+        raise _fails(self, f"cannot write under {spec['output']!r}: {exc}") from None
     _draw(store)
     rows = read_rows(store.baseline)
     return {"hostname": self.request.hostname, "rounds": len(rows),

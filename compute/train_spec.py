@@ -41,7 +41,7 @@ FLAGS = {"nesterov": True, "gpu": False, "baseline": False}
 TEXTS = {"model": "minilm-classifier", "dataset": "csv"}
 REQUIRED = ("job", "output", "data")
 OPTIONAL = ("quorum", "region", "options", "queue")
-_JOB = re.compile(r"^[0-9a-f-]{8,64}$")
+_JOB = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$")  # a UUID: replica_id
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 MAX_OPTIONS = 4096
 

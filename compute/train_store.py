@@ -77,7 +77,8 @@ class Store:
 
     def closed(self, number: int) -> bool:
         """Round ``number`` is over: the next round's θ exists, or the job finished."""
-        return self.global_weights(number + 1).exists() or (self.root / "done.json").exists()
+        return (os.path.exists(self.global_weights(number + 1))  # False on any OSError
+                or os.path.exists(self.root / "done.json"))
 
     def drop_round(self, number: int) -> None:
         shutil.rmtree(self.round_dir(number), ignore_errors=True)

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ import torch
 from compute import jobs, plans, train, train_loop, train_spec
 from compute.assets import make_topics
 from compute.train_store import read_rows
+from worker.local.worker_process import cli_command
 
 from .gating import Owner, received
 from .waiting import wait_for
@@ -135,3 +138,43 @@ def test_an_owner_coming_back_mid_round_costs_nothing_beyond_the_last_checkpoint
     rows = read_rows(tmp_path / "model" / "metrics.jsonl")
     assert [row["replicas"] for row in rows] == [[0], [0]] and result["rounds"] == 2
     assert received([first], replica.id) == 1  # ended there once, then run elsewhere
+
+
+def test_the_command_line_trains_follows_and_predicts(app, workers, broker_env, tmp_path):
+    """`submit train-classifier` sends, follows to the end and prints the result; `submit
+    predict` labels with the folder it wrote; a bad CSV is one line naming the problem."""
+    team_worker(workers)
+    workers("cli-replica", "--concurrency", "1", env=ONE_THREAD)
+    env = {**os.environ, **broker_env, "COLUMNS": "200"}
+    output = tmp_path / "bow"
+    done = subprocess.run(
+        [*cli_command(), "submit", "train-classifier", str(TOPICS), "--output", str(output),
+         "--model", "bow-classifier", "--rounds", "3", "--replicas", "2", "--inner-steps", "20",
+         "--lr", "0.05", "--timeout", "300"],
+        env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(train): 6 parts sent" in done.stdout and "SUCCESS, 6/6 parts done" in done.stdout
+    assert json.loads(done.stdout[done.stdout.index("{"):])["rounds"] == 3
+    said = subprocess.run([*cli_command(), "submit", "predict", str(output),
+                           "The referee sent off the captain in the derby"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert said.returncode == 0, said.stdout + said.stderr
+    assert json.loads(said.stdout[said.stdout.index("{"):])["labels"] == ["sport"]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,topic\nhello,a\n")
+    refused = subprocess.run([*cli_command(), "submit", "train-classifier", str(bad),
+                              "--output", str(tmp_path / "x")], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "must start with the header 'text,label'" in refused.stdout + refused.stderr
+
+
+def test_a_job_whose_model_no_worker_has_fails_at_once_naming_it(app, workers, tmp_path):
+    team_worker(workers)
+    job = plans.train_classifier(app, str(TOPICS), str(tmp_path / "m"), model="team.nope")
+    outcome = app.AsyncResult(job.assemble)
+    outcome.get(timeout=120, propagate=False)
+    assert outcome.state == "FAILURE"
+    assert "no model 'team.nope' on this worker" in str(outcome.result)
+    assert jobs.status(app, jobs.load(app, job.id))["state"] == "FAILURE"
