@@ -204,9 +204,14 @@ def _check_fits(theta: dict[str, Any], run: train_loop.Replica) -> None:
 
 def _peak_rss_mb() -> float:
     """This pool process's peak resident memory so far (MiB; what a replica costs a PC)."""
-    import resource
     import sys
 
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
+
+        return round(getattr(psutil.Process().memory_info(), "peak_wset", 0) / (1 << 20), 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; bytes on macOS
     return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 

@@ -33,7 +33,8 @@ class Replica:
     spec: dict[str, Any]
 
     def weights(self) -> dict[str, Any]:
-        return {name: p.detach().clone() for name, p in self.params.items()}
+        """The trainable tensors, copied to the CPU (where θ and Δ are computed and saved)."""
+        return {name: p.detach().to("cpu", copy=True) for name, p in self.params.items()}
 
     def load_weights(self, tensors: dict[str, Any]) -> None:
         import torch

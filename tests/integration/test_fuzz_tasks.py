@@ -11,7 +11,7 @@ repeated keyword. The property: each call either succeeds with a result a
 worker can store (JSON), or fails with the project's validation error
 (``InvalidArgument`` / ``PayloadTooLarge``) whose message starts with the
 task's name and names the argument. Never ``TypeError``, ``KeyError``,
-numpy, Arrow or PIL errors; no input file changes, and the pickled .npy
+numpy, Arrow, PIL or torch errors; no input file changes, and the pickled .npy
 among the inputs is never loaded. A call that does not fit the task's signature
 may today still end in Python's ``TypeError`` (see
 ``test_a_call_that_does_not_fit_the_signature_is_an_invalid_argument``).
@@ -25,7 +25,9 @@ thousands of cases take hours):
 - MiniLM (``compute.inference.encode``, ``device``): deterministic unit
   vectors, called only after every argument was checked;
 - Cycles' render call (``compute.render._render``): opening the .blend,
-  the frame range and the camera check are real Blender.
+  the frame range and the camera check are real Blender;
+- the training plot (``compute.train_plot.draw``): matplotlib takes a quarter
+  of a second a plot, ten times what the training of a valid case takes.
 
 ``compute.data.sql_part`` and ``sql_merge`` run DuckDB for real (the table has 24
 rows). Their valid arguments are what ``compute.plans.sql`` sends for a few queries
@@ -35,6 +37,16 @@ format, a merge and its own parts' results, inline or as files). Near misses: sl
 that are no slices or of the wrong files, part files the plan did not name, corrupt
 inline rows, other columns, SQL that DuckDB rejects, and SQL that reaches for files
 the part does not name (``SQL_ESCAPES``), which the locked DuckDB refuses.
+
+``compute.train`` trains for real: the bag-of-words classifier on a 40-row CSV, specs of
+1-2 rounds of 1-2 replicas of 1-3 steps of at most 8 rows (``baseline`` trains them all).
+``replica`` and ``close_round`` work on two job folders at round 0 (θ written at fixture
+time, as ``start`` leaves it), their spec, round and replica drawn together; ``start`` and
+``close_round`` send the next tasks to the test Redis, where nothing runs them. Near
+misses: specs with one setting wrong (unknown or missing, out of range, of the wrong type,
+a relative or unusable path, data that is no UTF-8 ``text,label`` CSV), specs that do not
+fit the job's weights (other labels or buckets), replicas' results that are garbage, and
+model folders that no job saved.
 
 ``checksum``'s ``rounds`` and ``assemble_tiles``' canvas size are valid but
 capped (``tame``) so that one case stays cheap. At least ``TOTAL_CASES``
@@ -53,6 +65,7 @@ import inspect
 import itertools
 import math
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +85,11 @@ from hypothesis import strategies as st
 from kombu.utils.json import dumps as kombu_dumps
 from PIL import Image
 
-from compute import data, diag, inference, jobs, plans, render
+from compute import data, diag, inference, jobs, plans, render, train_loop, train_plot, train_spec
 from compute.app import BUILTIN_TASK_MODULES, create_app
 from compute.errors import InvalidArgument
 from compute.settings import Settings
+from compute.train_store import Store, save
 
 from .waiting import wait_for
 
@@ -225,7 +239,61 @@ class Files:
             f"{p['sql']}/odd/other/part-00000.parquet": parquet_bytes(pa.table({"x": [1, 2]})),
         }
         self.jobs = self.plan_sql()
+        self.prepare_training()
         self.refresh()
+
+    def prepare_training(self) -> None:
+        """A training job's data (CSVs right and wrong), the folders of two jobs at round 0
+        (θ written, as ``start`` leaves it: one for ``replica``, one for ``close_round``),
+        and model folders for ``predict``: one a job saved, and ones it did not."""
+        made, p = self.root / "in", self.paths
+        texts = {"sport": "the striker scored a late goal", "cooking": "the chef roasted bread",
+                 "weather": "heavy rain flooded the valley"}
+        rows = [(f"{texts[label]} on day {i}", label)
+                for i, label in enumerate(itertools.islice(itertools.cycle(texts), 40))]
+        for name, content in {
+            "topics": "text,label\n" + "".join(f"{t},{label}\n" for t, label in rows),
+            "topics_two": "text,label\n" + "".join(f"{t},{label}\n" for t, label in rows
+                                                   if label != "weather"),  # another shape
+            "topics_header": "sentence,topic\n" + "".join(f"{t},{lb}\n" for t, lb in rows),
+            "topics_one": "text,label\n" + "".join(f"{t},sport\n" for t, _ in rows),
+            "topics_short": "text,label\na goal,sport\nrain,weather\n",  # none to validate
+            "topics_blank": "text,label\na goal,sport\nrain,\n",  # a row without its label
+        }.items():
+            p[name] = str(made / f"{name}.csv")
+            Path(p[name]).write_text(content)
+        p["topics_latin1"] = str(made / "topics_latin1.csv")  # the header right, not UTF-8
+        Path(p["topics_latin1"]).write_bytes(
+            ("text,label\n" + "caf\xe9 cr\xe8me,cooking\nthe goal,sport\n" * 10).encode("latin-1"))
+        spec = train_spec.check({"job": TRAIN_JOBS[0], "output": str(self.root / "unused"),
+                                 "data": p["topics"], "model": "bow-classifier"})
+        run = train_loop.build(spec, train_loop.load_data(spec), "cpu")
+        models = made / "models"
+        p["model"] = str(models / "bow")
+        run.model.save(Path(p["model"]))
+        saved = {name: (Path(p["model"]) / name).read_bytes()
+                 for name in ("classifier.json", "labels.json", "classifier.safetensors")}
+        odd = {  # model folders with one file missing or wrong
+            "model_half": {**saved, "classifier.safetensors": None},
+            "model_kind": {**saved, "classifier.json": b'{"kind": "nope"}'},
+            "model_config": {**saved, "classifier.json": b"[1, 2]"},
+            "model_buckets": {**saved, "classifier.json": b'{"kind": "bow", "buckets": 64}'},
+            "model_labels": {**saved, "labels.json": b'{"sport": 0}'},
+            "model_latin1": {**saved, "labels.json": '["caf\xe9"]'.encode("latin-1")},
+            "model_weights": {**saved, "classifier.safetensors": b"not safetensors"},
+            "model_minilm": {**saved, "classifier.json": b'{"kind": "minilm"}'},  # no encoder
+        }
+        for name, content in odd.items():
+            p[name] = str(models / name)
+            Path(p[name]).mkdir(parents=True)
+            for file, value in content.items():
+                if value is not None:
+                    (Path(p[name]) / file).write_bytes(value)
+        for name in ("train_replica", "train_close"):
+            p[name] = str(self.root / "train" / name)
+            theta = Store(p[name]).global_weights(0)
+            save(theta, run.weights())
+            self.kept[str(theta)] = theta.read_bytes()  # the last round's close drops it
 
     def plan_sql(self) -> list[SqlJob]:
         """Each of ``SQL_QUERIES`` over the CSV and the Parquet table, as ``plans.sql`` sends
@@ -570,6 +638,100 @@ def sql_examples(f: Files) -> dict[str, list[Call]]:
     return {"compute.data.sql_part": part_calls, "compute.data.sql_merge": merge_calls}
 
 
+#: Training jobs' ids: a few that recur (so a round's arrivals meet in Redis and close it
+#: once), and fresh ones.
+TRAIN_JOBS = [str(uuid.UUID(int=n, version=4)) for n in (1, 2, 3, 4)]
+
+
+@st.composite
+def train_specs(draw: st.DrawFn, f: Files, outputs: list[str], *, data: tuple[str, ...] =
+                ("topics",), options: tuple[dict[str, Any], ...] = ({},)) -> dict[str, Any]:
+    """A bag-of-words training spec, small (1-2 rounds of 1-2 replicas of 1-3 steps of at
+    most 8 rows: ``baseline`` trains them all), writing to one of ``outputs``; the other
+    settings valid or left to their defaults."""
+    replicas = draw(st.integers(1, 2))
+    spec = {
+        "job": draw(st.one_of(st.sampled_from(TRAIN_JOBS), st.uuids(version=4).map(str))),
+        "output": draw(st.sampled_from(outputs)), "data": f[draw(st.sampled_from(data))],
+        "model": "bow-classifier", "rounds": draw(st.integers(1, 2)), "replicas": replicas,
+        "inner_steps": draw(st.integers(1, 3)), "batch_size": draw(st.integers(1, 8)),
+    }
+    return {**spec, **draw(st.fixed_dictionaries({}, optional={
+        "lr": st.floats(1e-9, 1.0), "weight_decay": st.sampled_from([0, 0.01, 0.5]),
+        "outer_lr": st.floats(1e-6, 10.0), "outer_momentum": st.floats(0, 0.999),
+        "nesterov": st.booleans(), "deadline": st.one_of(st.integers(1, 7 * 86_400),
+                                                         st.floats(1, 7 * 86_400)),
+        "checkpoint_every": st.integers(1, 3), "seed": st.integers(0, 2**31 - 1),
+        "gpu": st.booleans(), "baseline": st.booleans(), "quorum": st.integers(1, replicas),
+        "region": st.sampled_from([None, "eu-west"]),
+        "queue": st.sampled_from([train_spec.TEAM_QUEUE, "team-b"]),
+        "options": st.sampled_from(options), "dataset": st.just("csv")}))}
+
+
+def spec_misses(f: Files, base: dict[str, Any], *more: dict[str, Any]
+                ) -> st.SearchStrategy[Any]:
+    """A training spec (``base``, valid and cheap) with one detail wrong; ``more``: changes
+    wrong for the task at hand only (a spec that does not fit the job's files)."""
+    changes: list[dict[str, Any]] = [
+        {"epochs": 3}, {"Model": "bow-classifier"},
+        {"job": ""}, {"job": 5}, {"job": None}, {"job": "not-a-job"}, {"job": "0" * 65},
+        {"job": base["job"].upper()}, {"job": "deadbeef"}, {"job": "0123-4567-89ab"},
+        {"output": "model"}, {"output": ""}, {"output": "/x\0y"}, {"output": 5},
+        {"output": "nope://bucket/model"}, {"output": "/" + "a" * 5000},
+        {"output": "/" + "a" * 300},  # a name longer than a file system takes
+        {"output": f["corpus"]}, {"output": f["under_file"]},
+        {"data": "topics.csv"}, {"data": ""}, {"data": 5}, {"data": "nope://bucket/x.csv"},
+        *({"data": f[name]} for name in (
+            "missing", "folder", "under_file", "binary", "empty", "corpus", "latin1",
+            "parquet", "topics_header", "topics_latin1", "topics_one", "topics_short",
+            "topics_blank")),
+        *({name: value} for name, (_, low, high) in train_spec.NUMBERS.items()
+          for value in (low - 1, high + 1, 10**400, -(2**63), math.nan, math.inf, True,
+                        str(low), None, *([low + 0.5] if name in train_spec.WHOLE else []))),
+        {"lr": 1.0, "weight_decay": 1.0},
+        {"nesterov": "yes"}, {"gpu": 1}, {"baseline": None},
+        {"model": "nope"}, {"model": ""}, {"model": 5}, {"model": "../bow-classifier"},
+        {"dataset": "json"}, {"dataset": None},
+        {"quorum": 0}, {"quorum": base["replicas"] + 1}, {"quorum": True}, {"quorum": 1.0},
+        {"region": "EU"}, {"region": ""}, {"region": 5}, {"region": "a" * 41},
+        {"queue": ""}, {"queue": "Team"}, {"queue": "a b"}, {"queue": 5}, {"queue": None},
+        {"options": []}, {"options": "x"}, {"options": None}, {"options": {"note": "a" * 5000}},
+        *({"options": {"buckets": value}} for value in (0, 1 << 21, True, "64", 1.5)),
+        *({"options": {"validation": value}} for value in (0.9, 0.01, math.nan, "x")),
+        *more,
+    ]
+    missing = [{k: v for k, v in base.items() if k != gone} for gone in train_spec.REQUIRED]
+    return st.sampled_from([[], "spec", [base], *missing,
+                            *({**base, **change} for change in changes)])
+
+
+def train_base(f: Files, output: str) -> dict[str, Any]:
+    """A valid spec the near misses start from: one round of one replica's single step."""
+    return {"job": TRAIN_JOBS[-1], "output": output, "data": f["topics"],
+            "model": "bow-classifier", "rounds": 1, "replicas": 1, "inner_steps": 1,
+            "batch_size": 4}
+
+
+def misfits(f: Files) -> list[dict[str, Any]]:
+    """Specs valid on their own that do not fit a job's files: its weights have 3 labels
+    and 4096 buckets, or there are none."""
+    return [{"data": f["topics_two"]}, {"options": {"buckets": 64}},
+            {"output": f["out"] + "/train-none"}]
+
+
+@st.composite
+def train_round_calls(draw: st.DrawFn, f: Files, output: str,
+                      arrival: Arg | None = None) -> dict[str, Any]:
+    """A replica of a job at ``output`` (or its arrival, or the deadline, when ``arrival``):
+    its spec, a round and a replica of that spec."""
+    spec = draw(train_specs(f, [output], options=({}, {"validation": 0.25})))
+    call = {"spec": spec, "number": draw(st.integers(0, spec["rounds"] - 1))}
+    if arrival is None:
+        return {**call, "replica": draw(st.integers(0, spec["replicas"] - 1))}
+    return {**call, "replica": draw(st.integers(-1, spec["replicas"] - 1)),
+            "arrival": draw(arrival.valid)}
+
+
 def tame_rounds(call: Call) -> Call:
     """``checksum`` with a valid but slow ``rounds`` (up to 10 million) gets at most 1000."""
     args, kwargs = call
@@ -665,6 +827,23 @@ def task_cases(f: Files) -> dict[str, TaskCase]:
                  {"start": 5, "hostname": "a", "path": f["emb_dim"]}]))
     frames = st.fixed_dictionaries({"frame": st.integers(0, 9), "path": st.text(max_size=8),
                                     "hostname": name.valid})
+    out = Path(f["out"])
+    starts = [str(out / "train-start"), str(out / "train-start" / "new" / "deeper")]
+    baselines = [str(out / "train-baseline"), str(out / "train-baseline" / "new")]
+    any_data = {"data": ("topics", "topics_two"),
+                "options": ({}, {"buckets": 64}, {"validation": 0.25})}
+    arrival = Arg(  # a replica's result (or None: the deadline's call), or garbage
+        st.one_of(st.none(), st.fixed_dictionaries({
+            "hostname": name.valid, "round": st.integers(0, 1), "replica": st.integers(0, 1),
+            "loss": st.floats(0, 10), "steps": st.integers(1, 3)}),
+            st.fixed_dictionaries({"hostname": name.valid, "late": st.just(True)})),
+        st.sampled_from([[], "late", 5, {"late": "yes"}, {"hostname": 5, "loss": "0.5"},
+                         {"hostname": "<b>" * 100}, {"hostname": "a\0b\nc", "loss": None},
+                         *({"hostname": "a@vm", "loss": value} for value in (
+                             10**400, -(10**400), math.nan, math.inf, True, [1.0]))]))
+    round_number = Arg(st.integers(0, 1), outside(0, 1))
+    not_models = [name for name in f.paths if name.startswith("model_")
+                  and not (f.worker_safe and name == "model_minilm")]  # that starts MiniLM
     return {
         "compute.diag.noop": TaskCase({}),
         "compute.diag.sleep": TaskCase({"seconds": seconds}, worker_tame=tame_seconds),
@@ -734,6 +913,31 @@ def task_cases(f: Files) -> dict[str, TaskCase]:
             "parts": Arg(st.lists(frames, max_size=4), st.sampled_from(
                 [{}, [1], [{"frame": "1", "path": "", "hostname": ""}],
                  [{"frame": 1, "hostname": ""}], [{"frame": 1, "path": None, "hostname": ""}]])),
+        }),
+        "compute.train.start": TaskCase({
+            "spec": Arg(train_specs(f, starts, **any_data),
+                        spec_misses(f, train_base(f, starts[0]))),
+        }),
+        "compute.train.replica": TaskCase({
+            "spec": Arg(train_specs(f, [f["train_replica"]]),
+                        spec_misses(f, train_base(f, f["train_replica"]), *misfits(f))),
+            "number": round_number, "replica": whole(0, 1),
+        }, together=train_round_calls(f, f["train_replica"])),
+        "compute.train.close_round": TaskCase({
+            "arrival": arrival,
+            "spec": Arg(train_specs(f, [f["train_close"]]),
+                        spec_misses(f, train_base(f, f["train_close"]), *misfits(f))),
+            "number": round_number, "replica": whole(-1, 1),
+        }, together=train_round_calls(f, f["train_close"], arrival)),
+        "compute.train.baseline": TaskCase({
+            "spec": Arg(train_specs(f, baselines, **any_data),
+                        spec_misses(f, train_base(f, baselines[0]))),
+        }),
+        "compute.train.predict": TaskCase({
+            "model": Arg(st.just(f["model"]), f.bad_paths("topics", "train_replica", *not_models)),
+            "texts": Arg(st.lists(st.text(max_size=40), min_size=1, max_size=5), st.sampled_from(
+                [[], "a goal", [1], [None], ["a" * 10_001], ["a goal", 2], [["a goal"]],
+                 {"0": "a goal"}, ["a"] * 1001])),
         }),
     }
 
@@ -851,6 +1055,7 @@ def fuzz_app(broker: Any, monkeypatch: pytest.MonkeyPatch, files: Files,
     monkeypatch.setattr(inference, "encode", fake_encode)
     monkeypatch.setattr(inference, "device", lambda: "cpu")
     monkeypatch.setattr(render, "_render", lambda scene, out: None)
+    monkeypatch.setattr(train_plot, "draw", lambda rows, baseline, path: None)
     fuzz = create_app(Settings.load(broker_url=broker.url(0), max_message_bytes=MESSAGE_LIMIT))
     public_tasks(fuzz)
     yield fuzz
@@ -871,6 +1076,8 @@ def regressions(f: Files) -> dict[str, list[Call]]:
     """Calls that once raised something else than InvalidArgument, replayed on every run."""
     tile = {"path": f["tile"], "box": [0, 0, 4, 3], "hostname": "a"}
     out = f["out"] + "/regression"
+    replica, close = train_base(f, f["train_replica"]), train_base(f, f["train_close"])
+    jobs_ = [str(uuid.UUID(int=n, version=4)) for n in (101, 102, 103)]
     return {
         "compute.diag.sleep": [([10**400], {})],  # OverflowError in math.isfinite
         "compute.diag.burn": [([-(10**400)], {})],
@@ -897,6 +1104,25 @@ def regressions(f: Files) -> dict[str, list[Call]]:
             ([[{**tile, "size": [8, 3]}], out + ".jpg"], {}),  # OSError: RGBA as JPEG
         ],
         "compute.render.collect_frames": [([[{"frame": "1"}, {"frame": 2}]], {})],  # TypeError
+        "compute.train.start": [
+            ([{**train_base(f, out), "job": "deadbeef"}], {}),  # ValueError: no UUID
+        ],
+        "compute.train.baseline": [
+            ([{**train_base(f, out), "data": f["missing"]}], {}),  # ValueError: data unchecked
+            ([{**train_base(f, out), "output": f["under_file"]}], {}),  # NotADirectoryError
+        ],
+        "compute.train.replica": [
+            ([{**replica, "output": "/" + "a" * 300}, 0, 0], {}),  # OSError: name too long
+            ([{**replica, "data": f["topics_two"]}, 0, 0], {}),  # RuntimeError: θ's shape
+        ],
+        "compute.train.close_round": [  # each its own job: each closes its round
+            ([{"hostname": "a", "loss": 10**400}, {**close, "job": jobs_[0]}, 0, 0],
+             {}),  # OverflowError: the loss's float
+            ([{"hostname": "a"}, {**close, "job": jobs_[1], "output": f["out"] + "/train-none"},
+              0, 0], {}),  # Unreadable: no θ to close
+            ([{"hostname": "a"}, {**close, "job": jobs_[2], "data": f["topics_two"]}, 0, 0],
+             {}),  # RuntimeError: θ's shape
+        ],
     }
 
 
