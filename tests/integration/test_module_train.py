@@ -161,6 +161,8 @@ def test_the_command_line_trains_follows_and_predicts(app, workers, broker_env, 
     assert said.returncode == 0, said.stdout + said.stderr
     assert json.loads(said.stdout[said.stdout.index("{"):])["labels"] == ["sport"]
 
+    assert "no live worker serves" not in done.stdout
+
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,topic\nhello,a\n")
     refused = subprocess.run([*cli_command(), "submit", "train-classifier", str(bad),
@@ -178,3 +180,13 @@ def test_a_job_whose_model_no_worker_has_fails_at_once_naming_it(app, workers, t
     assert outcome.state == "FAILURE"
     assert "no model 'team.nope' on this worker" in str(outcome.result)
     assert jobs.status(app, jobs.load(app, job.id))["state"] == "FAILURE"
+
+
+def test_submitting_with_no_worker_on_the_team_queue_says_so(app, broker_env, tmp_path):
+    env = {**os.environ, **broker_env, "COLUMNS": "200"}
+    done = subprocess.run([*cli_command(), "submit", "train-classifier", str(TOPICS),
+                           "--output", str(tmp_path / "m"), "--no-wait"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no live worker serves the queue 'team'" in done.stdout
+    assert "(train): 20 parts sent" in done.stdout  # sent all the same: it waits

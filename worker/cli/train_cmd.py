@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -56,11 +56,28 @@ def train_classifier(
 ) -> None:
     """Fine-tune a text classifier (MiniLM) on the fleet: DiLoCo rounds of replicas."""
     options = {"train_layers": train_layers} if train_layers is not None else {}
-    _run(lambda app: plans.train_classifier(
-        app, data, output, rounds=rounds, replicas=replicas, inner_steps=inner_steps,
-        batch_size=batch_size, lr=lr, outer_lr=outer_lr, outer_momentum=outer_momentum,
-        quorum=quorum, deadline=deadline, model=model, seed=seed, baseline=baseline, gpu=gpu,
-        queue=queue, region=region, options=options), wait, timeout)
+
+    def send(app: Any) -> Any:
+        if not _served(app, queue):
+            Console().print(f"[yellow]no live worker serves the queue {queue!r}[/], where the "
+                            "rounds start and close: start one on a team machine "
+                            "(idle-accel worker --mode dedicated, or --queues "
+                            f"{queue}); until then the job waits", highlight=False)
+        return plans.train_classifier(
+            app, data, output, rounds=rounds, replicas=replicas, inner_steps=inner_steps,
+            batch_size=batch_size, lr=lr, outer_lr=outer_lr, outer_momentum=outer_momentum,
+            quorum=quorum, deadline=deadline, model=model, seed=seed, baseline=baseline,
+            gpu=gpu, queue=queue, region=region, options=options)
+
+    _run(send, wait, timeout)
+
+
+def _served(app: Any, queue: str) -> bool:
+    """Some live worker's status report lists ``queue`` (the team's own reports only)."""
+    from worker.status import read_fleet
+
+    return any(queue in (document.get("queues") or [])
+               for document in read_fleet(app.backend.client))
 
 
 @submit.command("predict")
