@@ -97,8 +97,9 @@ def _failing_the_job(task: Any, spec: dict[str, Any]) -> Iterator[None]:
         raise
 
 
-def _ttl(task: Any) -> int:
-    return int(task.app.conf.result_expires or 86_400)
+def _ttl(task: Any, spec: dict[str, Any]) -> int:
+    """How long a round's keys live: the results' lifetime, and past two deadlines."""
+    return max(int(task.app.conf.result_expires or 86_400), int(2 * spec["deadline"]) + 3600)
 
 
 # ---- sending a round ----------------------------------------------------------------
@@ -270,8 +271,10 @@ def close_round(self, arrival: Any, spec: dict, number: int, replica: int) -> di
     """
     spec, number, index = _checked(self, spec, number, replica)
     client = self.app.backend.client
-    ttl = _ttl(self)
+    ttl = _ttl(self, spec)
     done = {"hostname": self.request.hostname, "round": number}
+    if index < 0 and Store(spec["output"]).closed(number):
+        return {**done, "closed_by_another": True}  # a deadline after the round (or job) ended
     if index >= 0:
         if isinstance(arrival, dict) and arrival.get("late"):
             return {**done, "late": True}

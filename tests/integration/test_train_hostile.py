@@ -131,3 +131,15 @@ def test_only_one_task_closes_a_round(broker):
         assert train_rounds.close(client, JOB, 3, "closer-2", 60) is None
         assert train_rounds.close(client, JOB, 3, "closer-1", 60) is not None  # redelivered
         assert train_rounds.arrive(client, JOB, 3, 1, {}, 60) == train_rounds.LATE
+
+
+def test_a_deadline_after_the_job_ended_sends_nothing_even_when_its_keys_expired(
+        app, broker, round_zero):
+    spec = round_zero
+    for i in range(3):
+        arrive(app, spec, i, run_replica(app, spec, i))
+    with broker.client() as client:
+        client.delete(keys.train_arrived(JOB, 0), keys.train_closed(JOB, 0))  # expired
+        deadline = app.tasks["compute.train.close_round"].apply((None, spec, 0, -1)).get()
+        assert deadline["closed_by_another"] is True
+        assert client.llen("team") == 0  # no deadline re-armed for a job that ended
