@@ -133,10 +133,9 @@ def start(self, spec: dict) -> dict:
     send_round(spec, 0)
     if spec["baseline"]:
         baseline.apply_async((spec,), queue=spec["queue"])
-    weights = built.weights()
     return {"hostname": self.request.hostname, "job": spec["job"],
-            "parameters": sum(int(t.numel()) for t in weights.values()),
-            "bytes": diloco.tensor_bytes(weights)}
+            "parameters": sum(int(p.numel()) for p in built.params.values()),
+            "bytes": diloco.tensor_bytes(built.params)}
 
 
 # ---- a replica ------------------------------------------------------------------------
@@ -163,7 +162,7 @@ def replica(self, spec: dict, number: int, replica: int) -> dict:
         return {**summary, "late": True}
     with _failing_the_job(self, spec):  # the data or model: the same on every worker
         run = _setup(self, spec, index, spec["replicas"])
-    expected = diloco.tensor_bytes(run.weights())
+    expected = diloco.tensor_bytes(run.params)  # no copy: only their sizes
     try:
         theta = load(store.global_weights(number), expected)
         _check_fits(theta, run)

@@ -246,6 +246,15 @@ def hashed_words(text: str, buckets: int) -> list[int]:
     return [zlib.crc32(gram.encode()) % buckets for gram in grams] or [0]
 
 
+def bag_logits(module: Any, texts: list[str], buckets: int, device: str) -> Any:
+    """The bag-of-words classifier's logits: each text's hashed words, averaged by ``module``."""
+    import torch
+
+    ids = [hashed_words(text, buckets) for text in texts]
+    offsets = torch.tensor([0, *[len(i) for i in ids][:-1]], device=device).cumsum(0)
+    return module(torch.tensor([i for row in ids for i in row], device=device), offsets)
+
+
 @register_model("bow-classifier")
 def bow_classifier(data: Data, options: dict, device: str) -> Model:
     """Hashed words and word pairs, averaged, then linear. Option ``buckets`` (4096)."""
@@ -256,10 +265,7 @@ def bow_classifier(data: Data, options: dict, device: str) -> Model:
     torch.nn.init.zeros_(module.weight)
 
     def logits(texts: list[str]) -> Any:
-        ids = [hashed_words(text, buckets) for text in texts]
-        offsets = torch.tensor([0, *[len(i) for i in ids][:-1]], device=device).cumsum(0)
-        flat = torch.tensor([i for row in ids for i in row], device=device)
-        return module(flat, offsets)
+        return bag_logits(module, texts, buckets, device)
 
     def save(folder: Path) -> None:
         from safetensors.torch import save_file

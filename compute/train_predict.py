@@ -49,11 +49,7 @@ def _load(folder: Path, device: str) -> tuple[Any, list[str]]:
         module = torch.nn.EmbeddingBag(buckets, len(labels), mode="mean")
         module.weight.data.copy_(weight)
 
-        def logits(texts: list[str]) -> Any:
-            ids = [train_models.hashed_words(text, buckets) for text in texts]
-            offsets = torch.tensor([0, *[len(i) for i in ids][:-1]]).cumsum(0)
-            return module(torch.tensor([i for row in ids for i in row]), offsets)
-        return logits, labels
+        return (lambda texts: train_models.bag_logits(module, texts, buckets, "cpu")), labels
     encoder = train_models.load_encoder(str(folder), device)
     classifier = train_models.MiniLMClassifier(encoder, len(labels))
     try:
